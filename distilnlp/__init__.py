@@ -1,3 +1,26 @@
 """distilnlp: distill fine-tuned BERT-class teachers into small students and ship them as int8 ONNX."""
 
+from .losses import (
+    attention_kl_loss,
+    attention_mse_loss,
+    hidden_cosine_loss,
+    hidden_mse_loss,
+    logit_kl_loss,
+)
+from .mapping import LayerMapping
+from .trainer import DistillationTrainer, NonFiniteLossError
+from .training_args import DistillationTrainingArguments
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "DistillationTrainer",
+    "DistillationTrainingArguments",
+    "LayerMapping",
+    "NonFiniteLossError",
+    "attention_kl_loss",
+    "attention_mse_loss",
+    "hidden_cosine_loss",
+    "hidden_mse_loss",
+    "logit_kl_loss",
+]

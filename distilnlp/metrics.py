@@ -19,7 +19,9 @@ class Accuracy(evaluate.Metric):
     """Fraction of predictions equal to the references."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(description="Accuracy", citation="", inputs_description="", features=_FEATURES)
+        return evaluate.MetricInfo(
+            description="Accuracy", citation="", inputs_description="", features=_FEATURES
+        )
 
     def _compute(self, predictions, references):
         return {"accuracy": float(accuracy_score(references, predictions))}
@@ -29,7 +31,9 @@ class MacroF1(evaluate.Metric):
     """F1 averaged over classes with equal weight (macro-F1)."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(description="Macro F1", citation="", inputs_description="", features=_FEATURES)
+        return evaluate.MetricInfo(
+            description="Macro F1", citation="", inputs_description="", features=_FEATURES
+        )
 
     def _compute(self, predictions, references):
         return {"f1": float(f1_score(references, predictions, average="macro"))}

@@ -1,0 +1,21 @@
+"""Distillation losses: small pure functions with tensor shapes in their docstrings."""
+
+from .attention import attention_kl_loss, attention_mse_loss
+from .hidden import hidden_cosine_loss, hidden_mse_loss
+from .logits import logit_binary_kl_loss, logit_kl_loss, logit_mse_loss, soft_target_loss_for
+from .registry import ATTENTION_LOSSES, HIDDEN_LOSSES, LossRegistry, LossSpec
+
+__all__ = [
+    "ATTENTION_LOSSES",
+    "HIDDEN_LOSSES",
+    "LossRegistry",
+    "LossSpec",
+    "attention_kl_loss",
+    "attention_mse_loss",
+    "hidden_cosine_loss",
+    "hidden_mse_loss",
+    "logit_binary_kl_loss",
+    "logit_kl_loss",
+    "logit_mse_loss",
+    "soft_target_loss_for",
+]

@@ -1,0 +1,249 @@
+"""`DistillationTrainer`: a `transformers.Trainer` whose loss also teaches the student from a frozen teacher."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections import defaultdict
+
+import safetensors.torch
+import torch
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+
+from .attention_dropout import disable_attention_probs_dropout
+from .checks import check_compatible
+from .counts import ItemCounts
+from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, soft_target_loss_for
+from .projections import PROJECTIONS_FILE, attach_projections, pair_key, split_projection_state
+from .training_args import DistillationTrainingArguments
+
+PROJECTED_KEY = "distillation_projected_hidden_states"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The distillation loss became NaN or infinite."""
+
+
+class DistillationTrainer(Trainer):
+    """`Trainer` for task-specific distillation of `model` (the student) from `teacher_model`.
+
+    The loss is `alpha * soft + (1 - alpha) * hard + hidden_weight * hidden + attention_weight * attention`
+    (see `DistillationTrainingArguments`). Every component is normalised by its item count over the whole
+    gradient-accumulation window and all processes, so accumulation and data parallelism give the same
+    gradients as one large batch. The teacher is frozen, in eval mode, run under `torch.no_grad`, and never
+    part of a checkpoint. When hidden widths differ, learned projections (one `nn.Linear` per mapped layer
+    pair) are trained with the student, kept in checkpoints for resuming, and left out of `save_model`'s
+    student (written to `distillation_projections.safetensors` beside it).
+
+    Everything else is plain `Trainer`: `train(resume_from_checkpoint=...)`, `evaluate`, `push_to_hub`,
+    callbacks, `accelerate launch`.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | None = None,
+        teacher_model: PreTrainedModel | None = None,
+        args: DistillationTrainingArguments | None = None,
+        **kwargs,
+    ):
+        if args is None:
+            args = DistillationTrainingArguments(output_dir="distilnlp-output")
+        if not isinstance(args, DistillationTrainingArguments):
+            raise TypeError(
+                f"DistillationTrainer needs DistillationTrainingArguments, got {type(args).__name__}. Build them "
+                "with the same fields plus the distillation ones: DistillationTrainingArguments(output_dir=...)."
+            )
+        for role, candidate in (("model (the student)", model), ("teacher_model", teacher_model)):
+            if not isinstance(candidate, PreTrainedModel):
+                raise TypeError(
+                    f"{role} must be a transformers PreTrainedModel, got {type(candidate).__name__}."
+                )
+
+        need_hidden, need_attention = args.hidden_weight > 0, args.attention_weight > 0
+        pairs = check_compatible(model, teacher_model, args.parsed_layer_mapping, need_hidden, need_attention)
+        self.hidden_pairs = pairs if need_hidden else ()
+        self.attention_pairs = tuple((s, t) for s, t in pairs if s > 0) if need_attention else ()
+        if need_attention:
+            disable_attention_probs_dropout(model)
+        student_width, teacher_width = model.config.hidden_size, teacher_model.config.hidden_size
+        if need_hidden and student_width != teacher_width:
+            projections = attach_projections(model, self.hidden_pairs, student_width, teacher_width)
+            self._install_projection_hook(model, projections)
+
+        teacher_model.eval()
+        teacher_model.requires_grad_(False)
+        super().__init__(model=model, args=args, **kwargs)
+        # compute_loss normalises over the accumulation window itself (see get_batch_samples), so Trainer
+        # must not divide the loss by the number of accumulation steps again.
+        self.model_accepts_loss_kwargs = True
+        if not hasattr(teacher_model, "hf_device_map"):
+            teacher_model.to(self.args.device)
+        self.teacher_model = teacher_model
+        self._teacher_input_names = set(inspect.signature(teacher_model.forward).parameters)
+        self._window_counts: ItemCounts | None = None
+        self._component_totals = {"train": defaultdict(float), "eval": defaultdict(float)}
+        self._component_steps = {"train": 0, "eval": 0}
+
+    # ----------------------------------------------------------------------------------------------- loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
+        requested = {}
+        if self.hidden_pairs:
+            requested["output_hidden_states"] = True
+        if self.attention_pairs:
+            requested["output_attentions"] = True
+
+        student_out = model(**inputs, **requested)
+        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels" and k in self._teacher_input_names}
+        with torch.no_grad(), self.accelerator.autocast():
+            teacher_out = self.teacher_model(**teacher_inputs, **requested)
+
+        counts, scale = self._counts(model, inputs)
+        mask = inputs.get("attention_mask")
+        components = {"soft": self._soft_loss(student_out.logits, teacher_out.logits, mask, counts)}
+        labels = inputs.get("labels")
+        if labels is not None and student_out.get("loss") is not None:
+            # The model's own loss is a mean over its label entries; re-weight it to the window's count.
+            components["hard"] = student_out.loss * labels.ne(-100).sum() / counts["labels"]
+        if self.hidden_pairs:
+            components["hidden"] = self._hidden_loss(student_out, teacher_out, mask, counts)
+        if self.attention_pairs:
+            components["attention"] = self._attention_loss(student_out, teacher_out, mask, counts)
+
+        weights = {
+            "soft": args.alpha,
+            "hard": 1 - args.alpha,
+            "hidden": args.hidden_weight,
+            "attention": args.attention_weight,
+        }
+        # DDP averages gradients over processes; counts are global, so undo that average.
+        components = {name: value * scale for name, value in components.items()}
+        loss = sum(weights[name] * value for name, value in components.items())
+        if not torch.isfinite(loss.detach()):
+            detail = ", ".join(f"{name}={value.item():.4g}" for name, value in components.items())
+            raise NonFiniteLossError(
+                f"The distillation loss is not finite at step {self.state.global_step} ({detail}). Lower the "
+                "learning rate, use bf16 instead of fp16, or check the batch for empty or corrupted inputs."
+            )
+        self._record_components(components, "train" if model.training else "eval")
+
+        if return_outputs:
+            # Only loss and logits: hidden states / attentions would be concatenated by the eval loop.
+            return loss, type(student_out)(loss=loss, logits=student_out.logits)
+        return loss
+
+    def _soft_loss(self, student_logits, teacher_logits, mask, counts: ItemCounts) -> torch.Tensor:
+        problem_type = self.accelerator.unwrap_model(self.model).config.problem_type
+        if student_logits.dim() == 3:  # token classification: one distribution per real token
+            problem_type, normalizer = "single_label_classification", "tokens"
+        else:
+            mask, normalizer = None, "examples"
+        loss_fn = soft_target_loss_for(problem_type)
+        total = loss_fn(student_logits, teacher_logits, self.args.temperature, mask, reduction="sum")
+        return total / counts[normalizer]
+
+    def _hidden_loss(self, student_out, teacher_out, mask, counts: ItemCounts) -> torch.Tensor:
+        spec = HIDDEN_LOSSES.get(self.args.hidden_loss)
+        projected = student_out.get(PROJECTED_KEY)
+        terms = []
+        for index, (s, t) in enumerate(self.hidden_pairs):
+            student_hidden = projected[index] if projected is not None else student_out.hidden_states[s]
+            terms.append(spec.fn(student_hidden, teacher_out.hidden_states[t], mask, reduction="sum"))
+        return torch.stack(terms).mean() / counts[spec.normalizer]
+
+    def _attention_loss(self, student_out, teacher_out, mask, counts: ItemCounts) -> torch.Tensor:
+        spec = ATTENTION_LOSSES.get(self.args.attention_loss)
+        terms = [
+            spec.fn(student_out.attentions[s - 1], teacher_out.attentions[t - 1], mask, reduction="sum")
+            for s, t in self.attention_pairs
+        ]
+        return torch.stack(terms).mean() / counts[spec.normalizer]
+
+    def _install_projection_hook(self, student: nn.Module, projections: nn.ModuleDict) -> None:
+        """Project hidden states inside the student's forward, so DDP sees the projections as used."""
+        pairs = self.hidden_pairs
+
+        def add_projected_hidden_states(module, args, kwargs, output):
+            hidden_states = output.get("hidden_states") if hasattr(output, "get") else None
+            if hidden_states is not None:
+                output[PROJECTED_KEY] = tuple(projections[pair_key(s, t)](hidden_states[s]) for s, t in pairs)
+            return output
+
+        previous = getattr(student, "_distilnlp_projection_hook", None)
+        if previous is not None:
+            previous.remove()
+        student._distilnlp_projection_hook = student.register_forward_hook(
+            add_projected_hidden_states, with_kwargs=True
+        )
+
+    # ------------------------------------------------------------------- accumulation-window item counts
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Also count examples / tokens / labels over the whole window and all processes."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if batch_samples:
+            local = ItemCounts.total(batch_samples).as_tensor().to(device)
+            self._window_counts = ItemCounts.from_tensor(self.accelerator.gather(local[None]).sum(0))
+            self._component_steps["train"] += 1
+            if num_items_in_batch is None:
+                # Non-None tells training_step that compute_loss already accounts for accumulation.
+                num_items_in_batch = self._window_counts.examples
+        return batch_samples, num_items_in_batch
+
+    def _counts(self, model, inputs) -> tuple[ItemCounts, int]:
+        """Normalising counts and the DDP correction factor for this micro-batch."""
+        if model.training and self._window_counts is not None:
+            return self._window_counts, self.accelerator.num_processes
+        return ItemCounts.of_batch(inputs), 1
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self._window_counts = None
+
+    # --------------------------------------------------------------------------------------------- logging
+
+    def _record_components(self, components: dict[str, torch.Tensor], mode: str) -> None:
+        totals = self._component_totals[mode]
+        for name, value in components.items():
+            totals[name] = totals[name] + value.detach().float()
+        if mode == "eval":
+            self._component_steps["eval"] += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean of each loss component since the last log (`loss_soft`, `eval_loss_hard`, ...)."""
+        mode = "eval" if "eval_loss" in logs else "train" if "loss" in logs else None
+        if mode is not None and self._component_totals[mode] and self._component_steps[mode]:
+            totals, steps = self._component_totals[mode], self._component_steps[mode]
+            names = sorted(totals)
+            local = torch.stack([torch.as_tensor(totals[n], device=self.args.device) for n in names]) / steps
+            means = self.accelerator.gather(local[None]).mean(0)
+            prefix = "eval_" if mode == "eval" else ""
+            logs.update({f"{prefix}loss_{name}": round(value.item(), 6) for name, value in zip(names, means)})
+            self._component_totals[mode] = defaultdict(float)
+            self._component_steps[mode] = 0
+        super().log(logs, start_time)
+
+    # ---------------------------------------------------------------------------------------------- saving
+
+    def _save_checkpoint(self, model, trial):
+        # Checkpoints keep the projections inside the student's weights so that resuming restores them.
+        self._saving_checkpoint = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._saving_checkpoint = False
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        student = self.accelerator.unwrap_model(self.model)
+        if getattr(self, "_saving_checkpoint", False) or not hasattr(student, "distillation_projections"):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        state_dict = state_dict if state_dict is not None else student.state_dict()
+        student_state, projection_state = split_projection_state(state_dict)
+        super()._save(output_dir, student_state)
+        projection_state = {k: v.detach().contiguous().cpu() for k, v in projection_state.items()}
+        safetensors.torch.save_file(projection_state, os.path.join(output_dir, PROJECTIONS_FILE))
