@@ -23,9 +23,11 @@ def attach_projections(
     """Give `student` a `nn.Linear(student_width, teacher_width)` per layer pair (reusing fitting ones)."""
     existing = getattr(student, PROJECTIONS_ATTRIBUTE, None)
     keys = [pair_key(s, t) for s, t in pairs]
-    if isinstance(existing, nn.ModuleDict) and sorted(existing.keys()) == sorted(keys):
-        if all(m.in_features == student_width and m.out_features == teacher_width for m in existing.values()):
-            return existing
+    fits = isinstance(existing, nn.ModuleDict) and sorted(existing.keys()) == sorted(keys)
+    if fits and all(
+        m.in_features == student_width and m.out_features == teacher_width for m in existing.values()
+    ):
+        return existing
     projections = nn.ModuleDict({key: nn.Linear(student_width, teacher_width) for key in keys})
     student.add_module(PROJECTIONS_ATTRIBUTE, projections)
     return projections

@@ -222,7 +222,12 @@ class DistillationTrainer(Trainer):
             local = torch.stack([torch.as_tensor(totals[n], device=self.args.device) for n in names]) / steps
             means = self.accelerator.gather(local[None]).mean(0)
             prefix = "eval_" if mode == "eval" else ""
-            logs.update({f"{prefix}loss_{name}": round(value.item(), 6) for name, value in zip(names, means)})
+            logs.update(
+                {
+                    f"{prefix}loss_{name}": round(value.item(), 6)
+                    for name, value in zip(names, means, strict=True)
+                }
+            )
             self._component_totals[mode] = defaultdict(float)
             self._component_steps[mode] = 0
         super().log(logs, start_time)
