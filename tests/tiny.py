@@ -1,0 +1,79 @@
+"""Tiny random BERT teachers/students and token datasets, built in-test (no downloads)."""
+
+from __future__ import annotations
+
+import torch
+from datasets import Dataset
+from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+
+VOCAB = 120
+
+
+def bert_config(hidden=32, layers=4, heads=4, num_labels=3, dropout=0.0, **kwargs) -> BertConfig:
+    return BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        **kwargs,
+    )
+
+
+def tiny_pair(
+    seed=0, student_hidden=16, student_layers=2, student_heads=2, token=False, num_labels=3, **kwargs
+):
+    """(teacher, student): a 4-layer width-32 teacher and a smaller student, eager attention."""
+    cls = BertForTokenClassification if token else BertForSequenceClassification
+    torch.manual_seed(seed)
+    teacher = cls._from_config(bert_config(num_labels=num_labels, **kwargs), attn_implementation="eager")
+    student_cfg = bert_config(student_hidden, student_layers, student_heads, num_labels=num_labels, **kwargs)
+    student = cls._from_config(student_cfg, attn_implementation="eager")
+    return teacher, student
+
+
+def token_dataset(n=64, seed=0, min_len=4, max_len=24, num_labels=3, token=False, teacher=None) -> Dataset:
+    """Random token sequences of varying length. Labels come from `teacher` when given (a learnable
+    task), else at random; token-level labels are -100 on special positions."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        length = int(torch.randint(min_len, max_len + 1, (), generator=g))
+        ids = [1] + torch.randint(5, VOCAB, (length - 2,), generator=g).tolist() + [2]
+        rows.append({"input_ids": ids, "attention_mask": [1] * length})
+    if teacher is not None:
+        teacher.eval()
+        with torch.no_grad():
+            for row in rows:
+                logits = teacher(input_ids=torch.tensor([row["input_ids"]])).logits[0]
+                row["labels"] = logits.argmax(-1).tolist() if token else int(logits.argmax())
+    else:
+        for row in rows:
+            if token:
+                labels = torch.randint(0, num_labels, (len(row["input_ids"]),), generator=g).tolist()
+                row["labels"] = [-100] + labels[1:-1] + [-100]
+            else:
+                row["labels"] = int(torch.randint(0, num_labels, (), generator=g))
+    return Dataset.from_list(rows)
+
+
+def pad_collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Dynamic padding to the longest row (pad id 0, label -100 for token labels)."""
+    length = max(len(r["input_ids"]) for r in rows)
+    batch = {
+        "input_ids": torch.tensor([r["input_ids"] + [0] * (length - len(r["input_ids"])) for r in rows]),
+        "attention_mask": torch.tensor(
+            [r["attention_mask"] + [0] * (length - len(r["attention_mask"])) for r in rows]
+        ),
+    }
+    if "labels" in rows[0]:
+        first = rows[0]["labels"]
+        if isinstance(first, list) and len(first) == len(rows[0]["input_ids"]):
+            batch["labels"] = torch.tensor([r["labels"] + [-100] * (length - len(r["labels"])) for r in rows])
+        else:
+            batch["labels"] = torch.tensor([r["labels"] for r in rows])
+    return batch
