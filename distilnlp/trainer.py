@@ -18,8 +18,6 @@ from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, soft_target_loss_for
 from .projections import PROJECTIONS_FILE, attach_projections, pair_key, split_projection_state
 from .training_args import DistillationTrainingArguments
 
-PROJECTED_KEY = "distillation_projected_hidden_states"
-
 
 class NonFiniteLossError(FloatingPointError):
     """The distillation loss became NaN or infinite."""
@@ -66,6 +64,7 @@ class DistillationTrainer(Trainer):
         self.attention_pairs = tuple((s, t) for s, t in pairs if s > 0) if need_attention else ()
         if need_attention:
             disable_attention_probs_dropout(model)
+        self._student_layers = model.config.num_hidden_layers
         student_width, teacher_width = model.config.hidden_size, teacher_model.config.hidden_size
         if need_hidden and student_width != teacher_width:
             projections = attach_projections(model, self.hidden_pairs, student_width, teacher_width)
@@ -146,10 +145,11 @@ class DistillationTrainer(Trainer):
 
     def _hidden_loss(self, student_out, teacher_out, mask, counts: ItemCounts) -> torch.Tensor:
         spec = HIDDEN_LOSSES.get(self.args.hidden_loss)
-        projected = student_out.get(PROJECTED_KEY)
+        hidden_states = student_out.hidden_states
+        projected = hidden_states[self._student_layers + 1 :]  # appended by the projection hook, if any
         terms = []
         for index, (s, t) in enumerate(self.hidden_pairs):
-            student_hidden = projected[index] if projected is not None else student_out.hidden_states[s]
+            student_hidden = projected[index] if projected else hidden_states[s]
             terms.append(spec.fn(student_hidden, teacher_out.hidden_states[t], mask, reduction="sum"))
         return torch.stack(terms).mean() / counts[spec.normalizer]
 
@@ -162,20 +162,25 @@ class DistillationTrainer(Trainer):
         return torch.stack(terms).mean() / counts[spec.normalizer]
 
     def _install_projection_hook(self, student: nn.Module, projections: nn.ModuleDict) -> None:
-        """Project hidden states inside the student's forward, so DDP sees the projections as used."""
+        """Project hidden states inside the student's forward, so DDP sees the projections as used.
+
+        The projected states are appended to `hidden_states` (a new output key would not survive DDP's
+        rebuilding of the output), after the num_hidden_layers + 1 original entries.
+        """
         pairs = self.hidden_pairs
 
-        def add_projected_hidden_states(module, args, kwargs, output):
+        def append_projected_hidden_states(module, args, kwargs, output):
             hidden_states = output.get("hidden_states") if hasattr(output, "get") else None
             if hidden_states is not None:
-                output[PROJECTED_KEY] = tuple(projections[pair_key(s, t)](hidden_states[s]) for s, t in pairs)
+                projected = tuple(projections[pair_key(s, t)](hidden_states[s]) for s, t in pairs)
+                output["hidden_states"] = tuple(hidden_states) + projected
             return output
 
         previous = getattr(student, "_distilnlp_projection_hook", None)
         if previous is not None:
             previous.remove()
         student._distilnlp_projection_hook = student.register_forward_hook(
-            add_projected_hidden_states, with_kwargs=True
+            append_projected_hidden_states, with_kwargs=True
         )
 
     # ------------------------------------------------------------------- accumulation-window item counts

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES
@@ -69,8 +71,25 @@ class DistillationTrainingArguments(TrainingArguments):
                 f"attention_loss must be one of {ATTENTION_LOSSES.names()}, got {self.attention_loss!r}."
             )
         LayerMapping.parse(self.layer_mapping)
+        if not self.use_cpu and _launched_multi_process() and not _has_accelerator():
+            # Under `accelerate launch --multi_gpu` on a CPU-only machine, accelerate forms a gloo process
+            # group only when asked for the CPU; otherwise every rank silently trains alone on all the data.
+            self.use_cpu = True
         super().__post_init__()
 
     @property
     def parsed_layer_mapping(self) -> LayerMapping:
         return LayerMapping.parse(self.layer_mapping)
+
+
+def _launched_multi_process() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _has_accelerator() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return (
+        torch.cuda.is_available()
+        or torch.backends.mps.is_available()
+        or (xpu is not None and xpu.is_available())
+    )
