@@ -5,7 +5,6 @@ Layers are counted from 1 (the first encoder layer); 0 is the embedding output, 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 STRATEGIES = ("uniform", "last")
@@ -15,8 +14,9 @@ STRATEGIES = ("uniform", "last")
 class LayerMapping:
     """A layer-mapping spec: `uniform`, `last`, or explicit `(student, teacher)` pairs.
 
-    - `uniform`: embeddings 0:0, then student layer i <- teacher layer ceil(i * T / S) (TinyBERT),
-      e.g. 3 student layers of a 6-layer teacher: 0:0, 1:2, 2:4, 3:6.
+    - `uniform`: embeddings 0:0, then student layer i <- teacher layer floor(i * T / S) (TinyBERT),
+      e.g. 3 student layers of a 6-layer teacher: 0:0, 1:2, 2:4, 3:6. These are the layers
+      `create_student(teacher, S)` copies, so each student layer learns from the layer it started as.
     - `last`: the last student layer <- the last teacher layer (DistilBERT-style).
     - explicit pairs parsed from `"1:2,2:4,3:6"`.
     """
@@ -54,8 +54,8 @@ class LayerMapping:
                     f"layer_mapping='uniform' needs a student no deeper than the teacher, got {student_layers} "
                     f"student layers and {teacher_layers} teacher layers; give explicit pairs instead."
                 )
-            step = teacher_layers / student_layers
-            return ((0, 0),) + tuple((i, math.ceil(i * step - 1e-9)) for i in range(1, student_layers + 1))
+            teacher = uniform_layers(student_layers, teacher_layers)
+            return ((0, 0),) + tuple(zip(range(1, student_layers + 1), teacher, strict=True))
         for s, t in self.pairs:
             if s > student_layers or t > teacher_layers:
                 raise ValueError(
@@ -63,3 +63,8 @@ class LayerMapping:
                     f"and the teacher 0..{teacher_layers} (0 = embedding output)."
                 )
         return self.pairs
+
+
+def uniform_layers(student_layers: int, teacher_layers: int) -> list[int]:
+    """1-based teacher layers floor(i * T / S), i = 1..S: evenly spaced, always ending on the last layer."""
+    return [i * teacher_layers // student_layers for i in range(1, student_layers + 1)]

