@@ -15,6 +15,7 @@ from .attention_dropout import disable_attention_probs_dropout
 from .checks import check_compatible
 from .counts import ItemCounts
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, soft_target_loss_for
+from .model_card import render_model_card
 from .projections import PROJECTIONS_FILE, attach_projections, pair_key, split_projection_state
 from .training_args import DistillationTrainingArguments
 
@@ -81,6 +82,7 @@ class DistillationTrainer(Trainer):
         self.teacher_model = teacher_model
         self._teacher_input_names = set(inspect.signature(teacher_model.forward).parameters)
         self._window_counts: ItemCounts | None = None
+        self.model_card_scores: dict[str, float] | None = None  # test scores for the model card, if known
         self._component_totals = {"train": defaultdict(float), "eval": defaultdict(float)}
         self._component_steps = {"train": 0, "eval": 0}
 
@@ -257,3 +259,61 @@ class DistillationTrainer(Trainer):
         super()._save(output_dir, student_state)
         projection_state = {k: v.detach().contiguous().cpu() for k, v in projection_state.items()}
         safetensors.torch.save_file(projection_state, os.path.join(output_dir, PROJECTIONS_FILE))
+
+    # ------------------------------------------------------------------------------------------ model card
+
+    def distillation_summary(self) -> dict:
+        """How the student was taught: teacher, shapes, losses and weights, layer mapping, training settings."""
+        args = self.args
+        student = self.accelerator.unwrap_model(self.model)
+        projections = getattr(student, "distillation_projections", None)
+
+        def shape(model, extra_parameters=0):
+            config = model.config
+            parameters = model.num_parameters() - extra_parameters
+            return dict(
+                layers=config.num_hidden_layers,
+                hidden_size=config.hidden_size,
+                heads=config.num_attention_heads,
+                parameters=parameters,
+            )
+
+        projection_parameters = (
+            sum(p.numel() for p in projections.parameters()) if projections is not None else 0
+        )
+        return {
+            "teacher": self.teacher_model.config._name_or_path or type(self.teacher_model).__name__,
+            "teacher_shape": shape(self.teacher_model),
+            "student_shape": shape(student, projection_parameters),
+            "losses": {
+                "temperature": args.temperature,
+                "alpha": args.alpha,
+                "hidden_loss": args.hidden_loss,
+                "hidden_weight": args.hidden_weight,
+                "attention_loss": args.attention_loss,
+                "attention_weight": args.attention_weight,
+            },
+            "layer_mapping": args.layer_mapping,
+            "hidden_pairs": [list(p) for p in self.hidden_pairs],
+            "attention_pairs": [list(p) for p in self.attention_pairs],
+            "teacher_layers_copied": getattr(student.config, "distilnlp_teacher_layers", None),
+            "training": {
+                "learning_rate": args.learning_rate,
+                "train_batch_size": args.per_device_train_batch_size
+                * args.gradient_accumulation_steps
+                * args.world_size,
+                "epochs": args.num_train_epochs if args.max_steps <= 0 else None,
+                "max_steps": args.max_steps if args.max_steps > 0 else None,
+                "seed": args.seed,
+            },
+        }
+
+    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
+        """Write README.md in output_dir: the distillation model card (also what `push_to_hub` uploads)."""
+        if not self.is_world_process_zero():
+            return
+        name = model_name or self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
+        card = render_model_card(self.distillation_summary(), self.model_card_scores, name)
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        with open(os.path.join(self.args.output_dir, "README.md"), "w") as f:
+            f.write(card)

@@ -77,3 +77,42 @@ def pad_collate(rows: list[dict]) -> dict[str, torch.Tensor]:
         else:
             batch["labels"] = torch.tensor([r["labels"] for r in rows])
     return batch
+
+
+def tiny_tokenizer(folder):
+    """A BertTokenizerFast over a VOCAB-sized word list written to `folder`."""
+    from pathlib import Path
+
+    from transformers import BertTokenizerFast
+
+    words = [f"w{i}" for i in range(VOCAB - 5)]
+    vocab = Path(folder) / "vocab.txt"
+    vocab.parent.mkdir(parents=True, exist_ok=True)
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    return BertTokenizerFast(vocab_file=str(vocab))
+
+
+def save_tiny_model(folder, num_labels=3, seed=0, layers=4, **config):
+    """A random tiny BERT classifier + tokenizer saved like a fine-tuned model folder."""
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(bert_config(layers=layers, num_labels=num_labels, **config))
+    model.save_pretrained(folder)
+    tiny_tokenizer(folder).save_pretrained(folder)
+    return folder
+
+
+def write_topic_csv(path, n=60, labels=("alpha", "beta", "gamma")):
+    """A small text-classification CSV whose label is spelled out by a keyword in the text."""
+    import csv
+    import random
+
+    rng = random.Random(0)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i in range(n):
+            label = labels[i % len(labels)]
+            keyword = f"w{labels.index(label)}"
+            filler = " ".join(f"w{rng.randrange(10, VOCAB - 5)}" for _ in range(rng.randrange(3, 15)))
+            writer.writerow([f"{keyword} {filler}", label])
+    return path

@@ -1,0 +1,8 @@
+"""`python -m distilnlp ...` and `accelerate launch -m distilnlp ...`."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

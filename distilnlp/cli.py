@@ -1,0 +1,78 @@
+"""`distilnlp <command> [recipe.yaml] [--flag value ...]`: flags override the recipe's values."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from transformers import TrainingArguments
+
+from .config import parse_config
+from .data import DataArguments
+from .training_args import DistillationTrainingArguments
+
+USAGE = """usage: distilnlp <command> [recipe.yaml] [--flag value ...]
+
+commands:
+  demo       fine-tune the packaged MiniLM teacher on BBC News, distill a student, evaluate both
+  finetune   fine-tune a pretrained encoder into a teacher            (FinetuneArguments + data + Trainer flags)
+  distill    distill a student from a fine-tuned teacher               (DistillArguments + data + distillation flags)
+
+`distilnlp <command> --help` lists every flag; a YAML recipe may set any of them (see recipes/).
+Multi-process: accelerate launch --multi_gpu --num_processes 2 -m distilnlp distill recipes/distill_bbc_news.yaml
+"""
+
+
+def _finetune(argv: list[str]) -> int:
+    from .pipeline import FinetuneArguments, finetune
+
+    model_args, data_args, training_args = parse_config(
+        (FinetuneArguments, DataArguments, TrainingArguments), argv, prog="distilnlp finetune"
+    )
+    results = finetune(model_args, data_args, training_args)
+    print(f"teacher test accuracy {results['test_accuracy']:.4f}, macro-F1 {results['test_f1']:.4f}")
+    return 0
+
+
+def _distill(argv: list[str]) -> int:
+    from .pipeline import DistillArguments, distill
+
+    distill_args, data_args, training_args = parse_config(
+        (DistillArguments, DataArguments, DistillationTrainingArguments), argv, prog="distilnlp distill"
+    )
+    results = distill(distill_args, data_args, training_args)
+    print(
+        f"teacher test accuracy {results['teacher_test_accuracy']:.4f}, "
+        f"student test accuracy {results['student_test_accuracy']:.4f}"
+    )
+    return 0
+
+
+def _demo(argv: list[str]) -> int:
+    from .demo import DemoArguments, run_demo
+
+    (demo_args,) = parse_config((DemoArguments,), argv, prog="distilnlp demo")
+    run_demo(demo_args)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"demo": _demo, "finetune": _finetune, "distill": _distill}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(
+            f"distilnlp: unknown command {command!r}; choose one of {', '.join(COMMANDS)}.\n\n{USAGE}",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    for noisy in ("httpx", "urllib3", "datasets", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return COMMANDS[command](rest)
