@@ -8,6 +8,7 @@ from .losses import (
     logit_kl_loss,
 )
 from .mapping import LayerMapping
+from .student import create_student, create_student_from_config
 from .trainer import DistillationTrainer, NonFiniteLossError
 from .training_args import DistillationTrainingArguments
 
@@ -19,6 +20,8 @@ __all__ = [
     "LayerMapping",
     "NonFiniteLossError",
     "attention_kl_loss",
+    "create_student",
+    "create_student_from_config",
     "attention_mse_loss",
     "hidden_cosine_loss",
     "hidden_mse_loss",
