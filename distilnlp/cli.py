@@ -18,6 +18,8 @@ commands:
   demo       fine-tune the packaged MiniLM teacher on BBC News, distill a student, evaluate both
   finetune   fine-tune a pretrained encoder into a teacher            (FinetuneArguments + data + Trainer flags)
   distill    distill a student from a fine-tuned teacher               (DistillArguments + data + distillation flags)
+  export     MODEL_DIR --output OUT_DIR: ONNX export, int8 quantization, parity checks (ExportArguments + data)
+  benchmark  accuracy, latency, throughput and size of teacher / student / ONNX student in one run
 
 `distilnlp <command> --help` lists every flag; a YAML recipe may set any of them (see recipes/).
 Multi-process: accelerate launch --multi_gpu --num_processes 2 -m distilnlp distill recipes/distill_bbc_news.yaml
@@ -57,7 +59,39 @@ def _demo(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"demo": _demo, "finetune": _finetune, "distill": _distill}
+def _export(argv: list[str]) -> int:
+    from .deploy import export_with_task_data
+    from .export import ExportArguments
+
+    if argv and not argv[0].startswith("-") and not argv[0].endswith((".yaml", ".yml")):
+        argv = ["--model_dir", argv[0], *argv[1:]]  # `distilnlp export MODEL_DIR --output OUT_DIR`
+    export_args, data_args = parse_config((ExportArguments, DataArguments), argv, prog="distilnlp export")
+    result = export_with_task_data(export_args, data_args)
+    for name, report in result.parity.items():
+        print(f"parity {name}: {report}")
+    print(f"ONNX model written to {result.output_dir}")
+    return 0
+
+
+def _benchmark(argv: list[str]) -> int:
+    from .benchmark import BenchmarkArguments
+    from .deploy import BenchmarkModels, benchmark_models
+
+    models, data_args, bench_args = parse_config(
+        (BenchmarkModels, DataArguments, BenchmarkArguments), argv, prog="distilnlp benchmark"
+    )
+    results = benchmark_models(models, data_args, bench_args)
+    print(results["markdown"])
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "demo": _demo,
+    "finetune": _finetune,
+    "distill": _distill,
+    "export": _export,
+    "benchmark": _benchmark,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

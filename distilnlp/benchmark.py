@@ -1,0 +1,387 @@
+"""Accuracy, latency, throughput and size of every stage of a distillation run, measured in one run.
+
+    stages = [
+        torch_stage("teacher", teacher, tokenizer),
+        torch_stage("student", student, tokenizer),
+        onnx_stage("student int8", "runs/student-onnx", "model_quantized.onnx", tokenizer),
+    ]
+    results = run_benchmark(stages, texts, labels, tokenizer, BenchmarkArguments(output_dir="runs/bench"))
+
+The first stage is the reference (the teacher) for speedup, size ratio and accuracy retained. Stages are timed
+one after the other, never interleaved. Timings on a shared machine are noisy: compare the ratios of one run,
+not absolute numbers across runs, and check the recorded load average (busy cores can slow PyTorch's OpenMP
+threads by an order of magnitude).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging
+
+from distilnlp.metrics import classification_scores
+
+logger = logging.get_logger(__name__)
+
+Batch = Mapping[str, np.ndarray]
+PredictFn = Callable[[Batch], np.ndarray]
+
+JSON_FILE = "benchmark.json"
+MARKDOWN_FILE = "benchmark.md"
+PLOT_FILE = "benchmark.png"
+
+# Every stage record in benchmark.json has exactly these keys.
+METRIC_KEYS = (
+    "name",
+    "accuracy",
+    "f1",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "throughput_samples_per_s",
+    "size_mb",
+    "num_parameters",
+    "num_threads",
+    "speedup",
+    "size_ratio",
+    "accuracy_retained",
+)
+
+
+@dataclass
+class BenchmarkArguments:
+    """Arguments of `distilnlp benchmark` (parse with `transformers.HfArgumentParser`)."""
+
+    output_dir: str = field(
+        metadata={"help": "Folder to write benchmark.json, benchmark.md and benchmark.png to."}
+    )
+    sequence_length: int = field(
+        default=128, metadata={"help": "Inputs are padded/truncated to this many tokens for timing."}
+    )
+    batch_size: int = field(
+        default=32, metadata={"help": "Batch size of the throughput (and accuracy) runs."}
+    )
+    num_threads: int | None = field(
+        default=None,
+        metadata={"help": "Intra-op threads for PyTorch and ONNX Runtime. Default: os.cpu_count()."},
+    )
+    warmup: int = field(
+        default=5,
+        metadata={"help": "Untimed batch-1 calls before the latency runs (one batch before throughput)."},
+    )
+    latency_runs: int = field(
+        default=50, metadata={"help": "Timed batch-1 calls per stage (latency p50/p95)."}
+    )
+    throughput_runs: int = field(
+        default=5, metadata={"help": "Timed batch_size calls per stage (throughput)."}
+    )
+
+    def __post_init__(self):
+        if self.num_threads is None:
+            self.num_threads = os.cpu_count() or 1
+        for name in ("sequence_length", "batch_size", "num_threads", "latency_runs", "throughput_runs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0; got {self.warmup}.")
+
+
+@dataclass
+class Stage:
+    """One model to measure.
+
+    `predict_fn` maps a tokenized batch (numpy int arrays, shape (batch, seq)) to logits (batch, num_labels).
+    `tokenizer`, when set, replaces the benchmark's tokenizer for this stage (a student with its own vocabulary).
+    `num_threads` records the intra-op threads a stage was built with (ONNX Runtime fixes them per session).
+    """
+
+    name: str
+    predict_fn: PredictFn
+    size_bytes: int
+    num_parameters: int
+    tokenizer: PreTrainedTokenizerBase | None = None
+    num_threads: int | None = None
+
+
+def _weights_size(model: PreTrainedModel, folder: Path | None) -> int:
+    """Bytes of the weights file in `folder`, or (no folder) of the model's tensors in memory."""
+    # Not `model.name_or_path`: a model built from another's config inherits that model's path.
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if folder is not None and (folder / name).is_file():
+            return (folder / name).stat().st_size
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}  # tied weights count once
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def torch_stage(
+    name: str,
+    model: PreTrainedModel | str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> Stage:
+    """A PyTorch sequence classifier as a `Stage`: a model (size: its tensors' bytes) or a folder to load it
+    from (size: its weights file)."""
+    folder = None
+    if not isinstance(model, PreTrainedModel):
+        folder = Path(model)
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+    model.eval()
+    accepted = set(inspect.signature(model.forward).parameters)
+
+    def predict(batch: Batch) -> np.ndarray:
+        inputs = {k: torch.as_tensor(v) for k, v in batch.items() if k in accepted}
+        with torch.inference_mode():
+            return model(**inputs).logits.float().numpy()
+
+    return Stage(name, predict, _weights_size(model, folder), model.num_parameters(), tokenizer)
+
+
+def onnx_num_parameters(path: str | os.PathLike) -> int:
+    """Number of elements in the initializers (weights, and int8 scales/zero points) of an ONNX graph."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return int(sum(np.prod(init.dims, dtype=np.int64) for init in graph.initializer))
+
+
+def onnx_stage(
+    name: str,
+    onnx_model_dir: str | os.PathLike,
+    file_name: str = "model.onnx",
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    num_threads: int | None = None,
+) -> Stage:
+    """An ONNX sequence classifier in `onnx_model_dir` (as written by `export_model`) as a `Stage`.
+
+    Loaded with Optimum's `ORTModelForSequenceClassification` on the CPU provider, with `num_threads` intra-op
+    threads (default `os.cpu_count()`, like `BenchmarkArguments.num_threads`) and one inter-op thread.
+    """
+    import onnxruntime as ort
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+
+    num_threads = num_threads or os.cpu_count() or 1
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    model = ORTModelForSequenceClassification.from_pretrained(
+        onnx_model_dir, file_name=file_name, session_options=options, provider="CPUExecutionProvider"
+    )
+    accepted = set(model.input_names)
+
+    def predict(batch: Batch) -> np.ndarray:
+        inputs = {k: np.asarray(v, dtype=np.int64) for k, v in batch.items() if k in accepted}
+        return np.asarray(model(**inputs).logits)
+
+    path = Path(onnx_model_dir) / file_name
+    return Stage(name, predict, path.stat().st_size, onnx_num_parameters(path), tokenizer, num_threads)
+
+
+# ------------------------------------------------------------------------------------------------ measuring
+
+
+def _encode(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], length: int, pad_to_length: bool
+) -> Batch:
+    enc = tokenizer(
+        list(texts),
+        padding="max_length" if pad_to_length else True,
+        truncation=True,
+        max_length=length,
+        return_tensors="np",
+    )
+    return dict(enc)
+
+
+def _timings(fn: Callable[[], Any], warmup: int, runs: int) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - start
+    return times
+
+
+def _measure(stage: Stage, texts: Sequence[str], labels: Sequence[int], tokenizer, args: BenchmarkArguments):
+    tokenizer = stage.tokenizer or tokenizer
+    predictions = []
+    for i in range(0, len(texts), args.batch_size):
+        batch = _encode(tokenizer, texts[i : i + args.batch_size], args.sequence_length, pad_to_length=False)
+        predictions.append(stage.predict_fn(batch).argmax(-1))
+    scores = classification_scores(np.concatenate(predictions), np.asarray(labels))
+
+    # Timed inputs are exactly sequence_length tokens, so every stage does the same work.
+    single = _encode(tokenizer, texts[:1], args.sequence_length, pad_to_length=True)
+    latency = _timings(lambda: stage.predict_fn(single), args.warmup, args.latency_runs) * 1000
+    batch_texts = [texts[i % len(texts)] for i in range(args.batch_size)]
+    full = _encode(tokenizer, batch_texts, args.sequence_length, pad_to_length=True)
+    batch_times = _timings(lambda: stage.predict_fn(full), min(args.warmup, 1), args.throughput_runs)
+
+    if stage.num_threads is not None and stage.num_threads != args.num_threads:
+        logger.warning(
+            f"Stage {stage.name!r} runs {stage.num_threads} threads, the benchmark {args.num_threads}."
+        )
+    return {
+        "name": stage.name,
+        "accuracy": scores["accuracy"],
+        "f1": scores["f1"],
+        "latency_p50_ms": float(np.percentile(latency, 50)),
+        "latency_p95_ms": float(np.percentile(latency, 95)),
+        "throughput_samples_per_s": float(args.batch_size * args.throughput_runs / batch_times.sum()),
+        "size_mb": stage.size_bytes / 1e6,
+        "num_parameters": int(stage.num_parameters),
+        "num_threads": stage.num_threads or args.num_threads,
+    }
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return None
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def markdown_table(stages: Sequence[Mapping[str, Any]]) -> str:
+    """The stage records of `run_benchmark` as a markdown table."""
+
+    def fmt(value, spec):
+        return "n/a" if value is None else format(value, spec)
+
+    lines = [
+        "| Stage | Accuracy | Macro-F1 | p50 (ms) | p95 (ms) | Throughput (samples/s) | Size (MB) "
+        "| Params (M) | Speedup | Size ratio | Acc. retained |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in stages:
+        lines.append(
+            f"| {s['name']} | {s['accuracy']:.4f} | {s['f1']:.4f} | {s['latency_p50_ms']:.2f} "
+            f"| {s['latency_p95_ms']:.2f} | {s['throughput_samples_per_s']:.1f} | {s['size_mb']:.2f} "
+            f"| {s['num_parameters'] / 1e6:.2f} | {fmt(s['speedup'], '.2f')}x | {fmt(s['size_ratio'], '.3f')} "
+            f"| {fmt(s['accuracy_retained'], '.1%')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(stages: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """Accuracy against batch-1 p50 latency; marker area proportional to model size."""
+    # Figure + the Agg canvas directly: no pyplot, so the caller's global backend is left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    largest = max(s["size_mb"] for s in stages) or 1.0
+    xs = np.array([s["latency_p50_ms"] for s in stages])
+    ys = np.array([s["accuracy"] for s in stages])
+    x_span, y_span = max(np.ptp(xs), 1e-9), max(np.ptp(ys), 1e-9)
+    for i, s in enumerate(stages):
+        area = 40 + 1500 * s["size_mb"] / largest
+        ax.scatter(xs[i], ys[i], s=area, alpha=0.55)
+        # Stack the labels of (near-)coincident points instead of printing them on top of each other.
+        clashes = sum(
+            abs(xs[j] - xs[i]) < 0.05 * x_span and abs(ys[j] - ys[i]) < 0.05 * y_span for j in range(i)
+        )
+        ax.annotate(
+            f"{s['name']} ({s['size_mb']:.1f} MB)",
+            (xs[i], ys[i]),
+            textcoords="offset points",
+            xytext=(10, 8 - 12 * clashes),
+            fontsize=8,
+        )
+    ax.set_xlim(0, xs.max() * 1.4)
+    y_pad = max(0.1 * y_span, 0.01)
+    ax.set_ylim(ys.min() - y_pad, ys.max() + y_pad)
+    ax.set_xlabel("p50 latency, batch 1 (ms)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy vs latency (marker area ~ model size)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def run_benchmark(
+    stages: Sequence[Stage],
+    texts: Sequence[str],
+    labels: Sequence[int],
+    tokenizer: PreTrainedTokenizerBase,
+    args: BenchmarkArguments,
+) -> dict[str, Any]:
+    """Measure every stage on (texts, labels) in one run; write benchmark.json/.md/.png to `args.output_dir`.
+
+    Per stage: accuracy and macro-F1; p50/p95 latency (ms) at batch 1 and throughput (samples/s) at
+    `batch_size`, inputs padded to `sequence_length`, after `warmup` calls, with `num_threads` threads; size (MB)
+    and parameter count; and against the first stage: speedup (its p50 / this p50), size ratio (this size / its
+    size) and accuracy retained (this accuracy / its accuracy).
+
+    Returns `{"settings": ..., "stages": [...], "markdown": table}` (benchmark.json holds all but the table).
+    """
+    if not stages:
+        raise ValueError("run_benchmark needs at least one stage.")
+    if len(texts) != len(labels) or not texts:
+        raise ValueError(
+            f"texts and labels must be non-empty and equally long; got {len(texts)}, {len(labels)}."
+        )
+    texts = list(texts)
+    load_before = _load_average()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(args.num_threads)
+    try:
+        records = [
+            _measure(s, texts, labels, tokenizer, args) for s in tqdm(stages, desc="benchmark", unit="stage")
+        ]
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    reference = records[0]
+    for r in records:
+        r["speedup"] = _ratio(reference["latency_p50_ms"], r["latency_p50_ms"])
+        r["size_ratio"] = _ratio(r["size_mb"], reference["size_mb"])
+        r["accuracy_retained"] = _ratio(r["accuracy"], reference["accuracy"])
+
+    import onnxruntime
+    import transformers
+
+    results: dict[str, Any] = {
+        "settings": asdict(args)
+        | {
+            "num_examples": len(texts),
+            "reference_stage": reference["name"],
+            # Other processes on the cores distort timings badly (OpenMP threads spin-wait on a descheduled
+            # peer): a load average above the core count says to rerun on a quiet machine.
+            "load_average_before": load_before,
+            "load_average_after": _load_average(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "versions": {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "onnxruntime": onnxruntime.__version__,
+            },
+        },
+        "stages": records,
+    }
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / JSON_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown_table(records)
+    (output_dir / MARKDOWN_FILE).write_text(table)
+    plot(records, output_dir / PLOT_FILE)
+    print(table)
+    return results | {"markdown": table}

@@ -1,0 +1,85 @@
+"""Export and benchmark with the task's own texts: calibration from train, parity and scores from test."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from .benchmark import BenchmarkArguments, onnx_stage, run_benchmark, torch_stage
+from .data import DataArguments, load_task_data
+from .export import ExportArguments, ExportResult, export_model
+
+
+def _texts_and_labels(data_args: DataArguments, split: str, limit: int | None = None) -> tuple[list, list]:
+    dataset = load_task_data(data_args)[split]
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    return list(dataset[data_args.text_column]), list(dataset[data_args.label_column])
+
+
+def export_with_task_data(export_args: ExportArguments, data_args: DataArguments) -> ExportResult:
+    """`export_model` with calibration texts drawn from the training split and parity texts from the test split."""
+    calibration = None
+    if export_args.quantize == "static":
+        calibration, _ = _texts_and_labels(data_args, "train", export_args.calibration_samples)
+    parity, _ = _texts_and_labels(data_args, "test", export_args.parity_samples)
+    return export_model(
+        **asdict(export_args),
+        calibration_texts=calibration,
+        parity_texts=parity,
+        max_length=data_args.max_length,
+    )
+
+
+@dataclass
+class BenchmarkModels:
+    """Which models `distilnlp benchmark` compares (the first, the teacher, is the reference)."""
+
+    teacher: str = field(default=None, metadata={"help": "Folder of the PyTorch teacher."})
+    student: str = field(default=None, metadata={"help": "Folder of the PyTorch student."})
+    onnx_dir: str | None = field(
+        default=None, metadata={"help": "Folder of the student's ONNX export (fp32 + dynamic int8)."}
+    )
+    onnx_static_dir: str | None = field(
+        default=None, metadata={"help": "Folder of a static-int8 export of the student, if any."}
+    )
+
+    def __post_init__(self):
+        for name in ("teacher", "student"):
+            if not getattr(self, name):
+                raise ValueError(f"--{name} is required: the folder of the PyTorch {name}.")
+        for name in ("teacher", "student", "onnx_dir", "onnx_static_dir"):
+            folder = getattr(self, name)
+            if folder is not None and not Path(folder).is_dir():
+                raise FileNotFoundError(f"--{name} {folder} is not a folder.")
+
+
+def benchmark_models(models: BenchmarkModels, data_args: DataArguments, args: BenchmarkArguments) -> dict:
+    """Teacher and student in PyTorch fp32, the student in ONNX fp32 / int8: one run, on the test split."""
+    stages = [
+        torch_stage("teacher (PyTorch fp32)", models.teacher),
+        torch_stage("student (PyTorch fp32)", models.student),
+    ]
+    if models.onnx_dir:
+        onnx = Path(models.onnx_dir)
+        stages.append(onnx_stage("student (ONNX fp32)", onnx, "model.onnx", num_threads=args.num_threads))
+        if (onnx / "model_quantized.onnx").is_file():
+            stages.append(
+                onnx_stage(
+                    "student (ONNX int8 dynamic)", onnx, "model_quantized.onnx", num_threads=args.num_threads
+                )
+            )
+    if models.onnx_static_dir:
+        stages.append(
+            onnx_stage(
+                "student (ONNX int8 static)",
+                models.onnx_static_dir,
+                "model_quantized.onnx",
+                num_threads=args.num_threads,
+            )
+        )
+    texts, labels = _texts_and_labels(data_args, "test")
+    tokenizer = AutoTokenizer.from_pretrained(models.teacher)
+    return run_benchmark(stages, texts, labels, tokenizer, args)
