@@ -128,6 +128,17 @@ def prepare_data(data_args: DataArguments, tokenizer) -> tuple:
     return raw, tokenize_task_data(raw, tokenizer, data_args), label_names(raw)
 
 
+def task_trainer_kwargs(tokenized, tokenizer) -> dict:
+    """What every training stage gives its Trainer: train/validation splits, padding, metrics."""
+    return dict(
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_classification_metrics,
+    )
+
+
 def evaluate_on(model: PreTrainedModel, dataset, tokenizer, args: TrainingArguments, prefix: str) -> dict:
     """Accuracy / macro-F1 / loss of `model` on `dataset` with a plain `Trainer` (same batching and device)."""
     eval_args = TrainingArguments(
@@ -180,15 +191,7 @@ def finetune(model_args: FinetuneArguments, data_args: DataArguments, args: Trai
         ignore_mismatched_sizes=True,
         trust_remote_code=model_args.trust_remote_code,
     )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized["validation"],
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_classification_metrics,
-    )
+    trainer = Trainer(model=model, args=args, **task_trainer_kwargs(tokenized, tokenizer))
     trainer.train(resume_from_checkpoint=last_checkpoint(args))
     trainer.save_model()
     results = {
@@ -253,14 +256,7 @@ def distill(
         )
     student = build_student(distill_args, teacher, attn_implementation)
     trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized["validation"],
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_classification_metrics,
+        model=student, teacher_model=teacher, args=args, **task_trainer_kwargs(tokenized, tokenizer)
     )
     trainer.train(resume_from_checkpoint=last_checkpoint(args))
 

@@ -18,19 +18,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(command: list[str], out: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads(out.read_text())
-
-
-@pytest.mark.slow
-def test_two_process_ddp_matches_one_process(tmp_path):
-    script = str(HERE / "ddp_distill.py")
-    single = run([sys.executable, script, str(tmp_path / "single.json"), "8"], tmp_path / "single.json")
-    launch = [
+def accelerate_launch(*arguments: str) -> list[str]:
+    """`accelerate launch` with two CPU processes (gloo) on a free port, then `arguments`."""
+    return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
@@ -45,10 +35,23 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         "no",
         "--main_process_port",
         str(free_port()),
-        script,
-        str(tmp_path / "ddp.json"),
-        "4",
+        *arguments,
     ]
+
+
+def run(command: list[str], out: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tmp_path):
+    script = str(HERE / "ddp_distill.py")
+    single = run([sys.executable, script, str(tmp_path / "single.json"), "8"], tmp_path / "single.json")
+    launch = accelerate_launch(script, str(tmp_path / "ddp.json"), "4")
     ddp = run(launch, tmp_path / "ddp.json")
     assert single["world_size"] == 1 and ddp["world_size"] == 2
     assert len(ddp["losses"]) == len(single["losses"]) == 6

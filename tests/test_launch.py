@@ -3,12 +3,11 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
-from test_ddp import free_port
+from test_ddp import accelerate_launch
 from tiny import pad_collate, save_tiny_model, tiny_pair, token_dataset, write_topic_csv
 
 from distilnlp import DistillationTrainer, DistillationTrainingArguments
@@ -65,26 +64,7 @@ def test_distill_recipe_runs_unchanged_under_accelerate_launch_on_two_processes(
             }
         )
     )
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
-        "-m",
-        "distilnlp",
-        "distill",
-        str(recipe),
-    ]
+    command = accelerate_launch("-m", "distilnlp", "distill", str(recipe))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
