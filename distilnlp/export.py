@@ -164,6 +164,14 @@ class ParityReport:
     threshold_max_abs_diff: float | None = None
     threshold_min_agreement: float | None = None
 
+    def __str__(self) -> str:
+        parts = []
+        if self.agreement is not None:
+            parts.append(f"top-1 agreement {self.agreement:.2%} (>= {self.threshold_min_agreement:.2%})")
+        elif self.max_abs_diff is not None:
+            parts.append(f"max |logit difference| {self.max_abs_diff:.2e} (<= {self.threshold_max_abs_diff:g})")
+        return f"{', '.join(parts)} on {self.num_samples} inputs"
+
 
 @dataclass
 class ExportResult:
