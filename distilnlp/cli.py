@@ -20,6 +20,8 @@ commands:
   distill    distill a student from a fine-tuned teacher               (DistillArguments + data + distillation flags)
   export     MODEL_DIR --output OUT_DIR: ONNX export, int8 quantization, parity checks (ExportArguments + data)
   benchmark  accuracy, latency, throughput and size of teacher / student / ONNX student in one run
+  cache-teacher  precompute the teacher's logits (--teacher_cache DIR) so `distill` need not run it
+  search     tune temperature / alpha / loss weights with Optuna; writes the best as a runnable recipe
 
 `distilnlp <command> --help` lists every flag; a YAML recipe may set any of them (see recipes/).
 Multi-process: accelerate launch --multi_gpu --num_processes 2 -m distilnlp distill recipes/distill_bbc_news.yaml
@@ -68,7 +70,7 @@ def _export(argv: list[str]) -> int:
     export_args, data_args = parse_config((ExportArguments, DataArguments), argv, prog="distilnlp export")
     result = export_with_task_data(export_args, data_args)
     for name, report in result.parity.items():
-        print(f"parity {name}: {report}")
+        print(f"parity check passed, {name} vs its reference: {report}")
     print(f"ONNX model written to {result.output_dir}")
     return 0
 
@@ -85,12 +87,40 @@ def _benchmark(argv: list[str]) -> int:
     return 0
 
 
+def _cache_teacher(argv: list[str]) -> int:
+    from .offline import cache_teacher
+    from .pipeline import DistillArguments
+
+    distill_args, data_args, training_args = parse_config(
+        (DistillArguments, DataArguments, DistillationTrainingArguments), argv, prog="distilnlp cache-teacher"
+    )
+    cache, built = cache_teacher(distill_args, data_args, training_args)
+    splits = ", ".join(f"{name} {s['rows']}" for name, s in cache.metadata["splits"].items())
+    state = "written" if built else "up to date"
+    print(f"teacher cache {cache.path} {state}: {splits} examples, fingerprint {cache.fingerprint[:16]}")
+    return 0
+
+
+def _search(argv: list[str]) -> int:
+    from .pipeline import DistillArguments
+    from .search import SearchArguments, recipe_values, search
+
+    types = (DistillArguments, DataArguments, DistillationTrainingArguments, SearchArguments)
+    distill_args, data_args, training_args, search_args = parse_config(types, argv, prog="distilnlp search")
+    result = search(distill_args, data_args, training_args, search_args, recipe_values(argv, types))
+    best = result["best"]
+    print(f"best {result['metric']} {best['value']:.4f} with {best['params']}; recipe: {result['recipe']}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "demo": _demo,
     "finetune": _finetune,
     "distill": _distill,
     "export": _export,
     "benchmark": _benchmark,
+    "cache-teacher": _cache_teacher,
+    "search": _search,
 }
 
 

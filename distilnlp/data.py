@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
 from transformers import PreTrainedTokenizerBase
 
 __all__ = [
     "BBC_NEWS",
     "DataArguments",
+    "UNLABELED",
     "label_names",
+    "labeled_subset",
     "load_bbc_news",
     "load_task_data",
     "tokenize_task_data",
@@ -30,6 +33,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BBC_NEWS = "bbc_news"
+# Label of a training example whose label is hidden: the models' cross-entropy ignores it (ignore_index).
+UNLABELED = -100
 SPLITS = ("train", "validation", "test")
 # File extension -> `datasets` builder.
 _BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -80,6 +85,14 @@ class DataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Keep only the first N validation and N test examples."}
     )
+    labeled_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "Keep the labels of only this fraction (0, 1] of the training examples, chosen per class "
+            "(stratified) with split_seed; the other training rows get label -100 and are unlabelled transfer "
+            "data (distillation teaches them through the teacher's soft targets only). Unset: all labelled."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -106,6 +119,11 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None (all examples), got {value}.")
+        if self.labeled_fraction is not None and not 0.0 < self.labeled_fraction <= 1.0:
+            raise ValueError(
+                f"labeled_fraction must be in (0, 1] (the share of training rows that keep their label) or "
+                f"unset, got {self.labeled_fraction}."
+            )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -372,7 +390,33 @@ def load_task_data(data_args: DataArguments) -> DatasetDict:
             raise ValueError(
                 f"Split {split!r} of {source!r} is empty; use more data or larger split fractions."
             )
+    if data_args.labeled_fraction is not None:
+        result["train"] = hide_labels(result["train"], data_args.labeled_fraction, seed, label_column)
     return result
+
+
+def hide_labels(dataset: Dataset, fraction: float, seed: int, label_column: str = "label") -> Dataset:
+    """Keep the labels of `fraction` of the rows of each class (at least one per class, chosen with `seed`);
+    set the others to `UNLABELED` (-100). The ClassLabel feature (and so `label_names`) is kept."""
+    labels = np.asarray(dataset[label_column])
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels[labels != UNLABELED]):
+        rows = np.flatnonzero(labels == label)
+        keep[rng.choice(rows, size=max(1, round(fraction * len(rows))), replace=False)] = True
+    hidden = np.where(keep, labels, UNLABELED)
+    logger.info("Keeping %d of %d training labels (labeled_fraction=%s).", keep.sum(), len(labels), fraction)
+
+    def mask(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        return {label_column: hidden[indices].tolist()}
+
+    return dataset.map(mask, batched=True, with_indices=True, desc="Hiding labels")
+
+
+def labeled_subset(dataset: Dataset, label_column: str = "labels") -> Dataset:
+    """The rows whose label is not `UNLABELED` (e.g. to fine-tune on the labelled part alone)."""
+    labels = np.asarray(dataset[label_column])
+    return dataset.select(np.flatnonzero(labels != UNLABELED))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from collections import defaultdict
+from pathlib import Path
 
 import safetensors.torch
 import torch
+from datasets import Dataset
 from torch import nn
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 from .attention_dropout import disable_attention_probs_dropout
 from .checks import check_compatible
@@ -17,11 +20,38 @@ from .counts import ItemCounts
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, soft_target_loss_for
 from .model_card import render_model_card
 from .projections import PROJECTIONS_FILE, attach_projections, pair_key, split_projection_state
-from .training_args import DistillationTrainingArguments
+from .teacher_cache import (
+    CACHE_COLUMNS,
+    LOGITS,
+    METADATA_FILE,
+    TeacherCache,
+    TeacherCacheError,
+    build_teacher_cache,
+    has_cached_logits,
+    pop_cached_logits,
+)
+from .training_args import DistillationTrainingArguments, LossSettings
+
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
     """The distillation loss became NaN or infinite."""
+
+
+def _check_model(role: str, candidate, hint: bool = False) -> None:
+    if not isinstance(candidate, PreTrainedModel):
+        extra = " (to train without a teacher, use cached teacher logits: set teacher_cache)" if hint else ""
+        raise TypeError(
+            f"{role} must be a transformers PreTrainedModel, got {type(candidate).__name__}{extra}."
+        )
+
+
+def _cached_width(dataset) -> int | None:
+    """Logits per example of a dataset with a full `teacher_logits` column (None for top-k columns)."""
+    feature = getattr(dataset, "features", {}).get(LOGITS)
+    length = getattr(feature, "length", -1)
+    return length if length and length > 0 else None
 
 
 class DistillationTrainer(Trainer):
@@ -35,8 +65,14 @@ class DistillationTrainer(Trainer):
     pair) are trained with the student, kept in checkpoints for resuming, and left out of `save_model`'s
     student (written to `distillation_projections.safetensors` beside it).
 
+    Offline distillation: rows that carry cached teacher logits (`args.teacher_cache`, or datasets passed
+    through `distilnlp.teacher_cache.attach_teacher_logits`) are taught from those; with hidden_weight =
+    attention_weight = 0 the teacher is then never run, and `teacher_model` may be None. Rows labelled -100
+    contribute the soft-target loss only. Temperature and weights follow `args`' schedules.
+
     Everything else is plain `Trainer`: `train(resume_from_checkpoint=...)`, `evaluate`, `push_to_hub`,
-    callbacks, `accelerate launch`.
+    callbacks, `accelerate launch`, and `hyperparameter_search` (with `model_init`; the student's
+    projections and layer pairs are set up again for every trial's new student and settings).
     """
 
     def __init__(
@@ -44,6 +80,10 @@ class DistillationTrainer(Trainer):
         model: PreTrainedModel | None = None,
         teacher_model: PreTrainedModel | None = None,
         args: DistillationTrainingArguments | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        model_init=None,
         **kwargs,
     ):
         if args is None:
@@ -53,43 +93,169 @@ class DistillationTrainer(Trainer):
                 f"DistillationTrainer needs DistillationTrainingArguments, got {type(args).__name__}. Build them "
                 "with the same fields plus the distillation ones: DistillationTrainingArguments(output_dir=...)."
             )
-        for role, candidate in (("model (the student)", model), ("teacher_model", teacher_model)):
-            if not isinstance(candidate, PreTrainedModel):
-                raise TypeError(
-                    f"{role} must be a transformers PreTrainedModel, got {type(candidate).__name__}."
-                )
+        if model is not None or model_init is None:
+            _check_model("model (the student)", model)
+        self.teacher_cache_info: dict | None = None  # the cache's metadata, when one is used
+        if args.teacher_cache:
+            train_dataset, eval_dataset = self._attach_teacher_cache(
+                args, teacher_model, processing_class, train_dataset, eval_dataset
+            )
+        uses_cache = has_cached_logits(getattr(train_dataset, "column_names", None) or ())
+        self._cached_num_labels = (
+            (self.teacher_cache_info or {}).get("num_labels") or _cached_width(train_dataset)
+            if uses_cache
+            else None
+        )
+        if teacher_model is not None or not uses_cache:
+            _check_model("teacher_model", teacher_model, hint=not uses_cache)
+        self.teacher_model = teacher_model
+        if teacher_model is not None:
+            teacher_model.eval()
+            teacher_model.requires_grad_(False)
+            self._teacher_input_names = set(inspect.signature(teacher_model.forward).parameters)
+        if model is not None:
+            self._setup_student(model, args)
 
-        need_hidden, need_attention = args.hidden_weight > 0, args.attention_weight > 0
-        pairs = check_compatible(model, teacher_model, args.parsed_layer_mapping, need_hidden, need_attention)
-        self.hidden_pairs = pairs if need_hidden else ()
-        self.attention_pairs = tuple((s, t) for s, t in pairs if s > 0) if need_attention else ()
-        if need_attention:
-            disable_attention_probs_dropout(model)
-        self._student_layers = model.config.num_hidden_layers
-        student_width, teacher_width = model.config.hidden_size, teacher_model.config.hidden_size
-        if need_hidden and student_width != teacher_width:
-            projections = attach_projections(model, self.hidden_pairs, student_width, teacher_width)
-            self._install_projection_hook(model, projections)
-
-        teacher_model.eval()
-        teacher_model.requires_grad_(False)
-        super().__init__(model=model, args=args, **kwargs)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            model_init=model_init,
+            **kwargs,
+        )
         # compute_loss normalises over the accumulation window itself (see get_batch_samples), so Trainer
         # must not divide the loss by the number of accumulation steps again.
         self.model_accepts_loss_kwargs = True
-        if not hasattr(teacher_model, "hf_device_map"):
+        if teacher_model is not None and not hasattr(teacher_model, "hf_device_map"):
             teacher_model.to(self.args.device)
-        self.teacher_model = teacher_model
-        self._teacher_input_names = set(inspect.signature(teacher_model.forward).parameters)
         self._window_counts: ItemCounts | None = None
         self.model_card_scores: dict[str, float] | None = None  # test scores for the model card, if known
         self._component_totals = {"train": defaultdict(float), "eval": defaultdict(float)}
         self._component_steps = {"train": 0, "eval": 0}
 
+    # ------------------------------------------------------------------------------------- student setup
+
+    def _setup_student(self, model: PreTrainedModel, args: DistillationTrainingArguments) -> None:
+        """Layer pairs, projections and attention dropout for `model` under the current settings.
+
+        Runs for the constructor's student and again for each student `model_init` creates (every
+        hyper-parameter trial), so a trial that turns a loss on gets its pairs and projections.
+        """
+        _check_model("model (the student)", model)
+        # A weight that is 0 now but scheduled to grow still needs its outputs and projections from the start.
+        need_hidden = args.max_weight("hidden_weight") > 0
+        need_attention = args.max_weight("attention_weight") > 0
+        teacher = self.teacher_model
+        if teacher is None:
+            if need_hidden or need_attention:
+                raise ValueError(
+                    "hidden_weight / attention_weight > 0 need the teacher's hidden states / attention maps, "
+                    "which the teacher cache does not hold: pass teacher_model (cached logits are then not "
+                    "used), or set both weights (and their schedules' ends) to 0."
+                )
+            pairs = ()
+        else:
+            pairs = check_compatible(model, teacher, args.parsed_layer_mapping, need_hidden, need_attention)
+        cached_labels = self._cached_num_labels
+        if cached_labels is not None and cached_labels != model.config.num_labels:
+            raise ValueError(
+                f"The teacher cache holds {cached_labels} logits per example but the student predicts "
+                f"{model.config.num_labels} labels; load the student with num_labels={cached_labels}."
+            )
+        self.hidden_pairs = pairs if need_hidden else ()
+        self.attention_pairs = tuple((s, t) for s, t in pairs if s > 0) if need_attention else ()
+        if need_attention:
+            disable_attention_probs_dropout(model)
+        self._student_layers = model.config.num_hidden_layers
+        student_width = model.config.hidden_size
+        if need_hidden and student_width != teacher.config.hidden_size:
+            projections = attach_projections(
+                model, self.hidden_pairs, student_width, teacher.config.hidden_size
+            )
+            self._install_projection_hook(model, projections)
+
+    def call_model_init(self, trial=None):
+        model = super().call_model_init(trial)
+        self._setup_student(model, self.args)
+        return model
+
+    def _hp_search_setup(self, trial):
+        super()._hp_search_setup(trial)
+        if trial is not None:  # the trial's values were set on args without __post_init__'s checks
+            self.args.validate_distillation()
+
+    # ------------------------------------------------------------------------------------- teacher cache
+
+    def _attach_teacher_cache(self, args, teacher, tokenizer, train_dataset, eval_dataset):
+        """Load (or build, when missing) `args.teacher_cache`, check it, and add its logits to the datasets."""
+        path = Path(args.teacher_cache)
+        named_eval = eval_dataset if isinstance(eval_dataset, dict) else {"validation": eval_dataset}
+        datasets = {"train": train_dataset} | {n: d for n, d in named_eval.items() if d is not None}
+        if not all(isinstance(d, Dataset) for d in datasets.values()):
+            raise TypeError("teacher_cache needs `datasets.Dataset` train and eval datasets (tokenized).")
+        tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
+        with args.main_process_first(desc="teacher cache"):
+            if not (path / METADATA_FILE).exists():
+                if teacher is None:
+                    raise TeacherCacheError(
+                        f"teacher_cache={str(path)!r} does not exist yet and there is no teacher_model to build "
+                        "it from: pass teacher_model, or build it first with `distilnlp cache-teacher`."
+                    )
+                build_teacher_cache(
+                    path,
+                    teacher,
+                    datasets,
+                    tokenizer=tokenizer,
+                    backend=args.teacher_cache_backend,
+                    top_k=args.teacher_cache_top_k,
+                    batch_size=args.teacher_cache_batch_size,
+                )
+            cache = TeacherCache.load(path)
+        cache.check(teacher, tokenizer, top_k=args.teacher_cache_top_k)
+        self.teacher_cache_info = {"path": str(path), **cache.metadata}
+        train_dataset = cache.attach(train_dataset)
+        attached = {}
+        for name, dataset in named_eval.items():
+            if dataset is not None and cache.split_for(dataset) is not None:
+                dataset = cache.attach(dataset)
+            elif dataset is not None:
+                if teacher is None:
+                    raise TeacherCacheError(
+                        f"The evaluation set {name!r} is not in the teacher cache {path} and there is no "
+                        "teacher_model to run on it: build the cache over it too, or pass teacher_model."
+                    )
+                logger.info(
+                    f"Evaluation set {name!r} is not in the teacher cache; the live teacher scores it."
+                )
+            attached[name] = dataset
+        eval_dataset = attached if isinstance(eval_dataset, dict) else attached["validation"]
+        return train_dataset, eval_dataset
+
+    def _set_signature_columns_if_needed(self):
+        # Keep the cache columns, which the student's forward does not take: compute_loss pops them.
+        super()._set_signature_columns_if_needed()
+        self._signature_columns += [c for c in CACHE_COLUMNS if c not in self._signature_columns]
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if not all(inputs.get(k) is not None for k in self.label_names):
+            # Without labels Trainer calls the model directly, which does not take the cache columns.
+            inputs = {k: v for k, v in inputs.items() if k not in CACHE_COLUMNS}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
     # ----------------------------------------------------------------------------------------------- loss
 
+    def loss_settings(self) -> LossSettings:
+        """Temperature and weights at the current step (progress = global_step / max_steps)."""
+        max_steps = self.state.max_steps
+        return self.args.loss_settings(self.state.global_step / max_steps if max_steps > 0 else 0.0)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        args = self.args
+        settings = self.loss_settings()
+        inputs = dict(inputs)
+        num_labels = self.accelerator.unwrap_model(model).config.num_labels
+        cached_logits = pop_cached_logits(inputs, num_labels)  # (B, C), or None without a cache
         requested = {}
         if self.hidden_pairs:
             requested["output_hidden_states"] = True
@@ -97,27 +263,31 @@ class DistillationTrainer(Trainer):
             requested["output_attentions"] = True
 
         student_out = model(**inputs, **requested)
-        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels" and k in self._teacher_input_names}
-        with torch.no_grad(), self.accelerator.autocast():
-            teacher_out = self.teacher_model(**teacher_inputs, **requested)
+        teacher_out = None
+        if cached_logits is None or requested:  # hidden states / attention maps only come from a live teacher
+            teacher_out = self._run_teacher(inputs, requested)
+        teacher_logits = teacher_out.logits if teacher_out is not None else cached_logits
 
         counts, scale = self._counts(model, inputs)
         mask = inputs.get("attention_mask")
-        components = {"soft": self._soft_loss(student_out.logits, teacher_out.logits, mask, counts)}
+        components = {"soft": self._soft_loss(student_out.logits, teacher_logits, mask, counts, settings)}
         labels = inputs.get("labels")
         if labels is not None and student_out.get("loss") is not None:
-            # The model's own loss is a mean over its label entries; re-weight it to the window's count.
-            components["hard"] = student_out.loss * labels.ne(-100).sum() / counts["labels"]
+            # The model's own loss is a mean over its label entries; re-weight it to the window's count. A
+            # micro-batch of unlabelled rows (all -100) has a NaN mean (0 / 0): it contributes exactly 0.
+            labelled = labels.ne(-100).sum()
+            hard = torch.where(labelled > 0, student_out.loss, torch.zeros_like(student_out.loss))
+            components["hard"] = hard * labelled / counts["labels"]
         if self.hidden_pairs:
             components["hidden"] = self._hidden_loss(student_out, teacher_out, mask, counts)
         if self.attention_pairs:
             components["attention"] = self._attention_loss(student_out, teacher_out, mask, counts)
 
         weights = {
-            "soft": args.alpha,
-            "hard": 1 - args.alpha,
-            "hidden": args.hidden_weight,
-            "attention": args.attention_weight,
+            "soft": settings.alpha,
+            "hard": 1 - settings.alpha,
+            "hidden": settings.hidden_weight,
+            "attention": settings.attention_weight,
         }
         # DDP averages gradients over processes; counts are global, so undo that average.
         components = {name: value * scale for name, value in components.items()}
@@ -135,14 +305,26 @@ class DistillationTrainer(Trainer):
             return loss, type(student_out)(loss=loss, logits=student_out.logits)
         return loss
 
-    def _soft_loss(self, student_logits, teacher_logits, mask, counts: ItemCounts) -> torch.Tensor:
+    def _run_teacher(self, inputs: dict, requested: dict):
+        if self.teacher_model is None:
+            raise TeacherCacheError(
+                "This batch has no cached teacher logits and the trainer has no teacher_model: attach the "
+                "cache to every dataset you train or evaluate on, or pass teacher_model."
+            )
+        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels" and k in self._teacher_input_names}
+        with torch.no_grad(), self.accelerator.autocast():
+            return self.teacher_model(**teacher_inputs, **requested)
+
+    def _soft_loss(
+        self, student_logits, teacher_logits, mask, counts: ItemCounts, settings: LossSettings
+    ) -> torch.Tensor:
         problem_type = self.accelerator.unwrap_model(self.model).config.problem_type
         if student_logits.dim() == 3:  # token classification: one distribution per real token
             problem_type, normalizer = "single_label_classification", "tokens"
         else:
             mask, normalizer = None, "examples"
         loss_fn = soft_target_loss_for(problem_type)
-        total = loss_fn(student_logits, teacher_logits, self.args.temperature, mask, reduction="sum")
+        total = loss_fn(student_logits, teacher_logits, settings.temperature, mask, reduction="sum")
         return total / counts[normalizer]
 
     def _hidden_loss(self, student_out, teacher_out, mask, counts: ItemCounts) -> torch.Tensor:
@@ -237,6 +419,12 @@ class DistillationTrainer(Trainer):
             )
             self._component_totals[mode] = defaultdict(float)
             self._component_steps[mode] = 0
+        if mode == "train":
+            settings = self.loss_settings()
+            logs["temperature"], logs["alpha"] = round(settings.temperature, 6), round(settings.alpha, 6)
+            for name in ("hidden_weight", "attention_weight"):
+                if name in self.args.scheduled:
+                    logs[name] = round(getattr(settings, name), 6)
         super().log(logs, start_time)
 
     # ---------------------------------------------------------------------------------------------- saving
@@ -281,9 +469,21 @@ class DistillationTrainer(Trainer):
         projection_parameters = (
             sum(p.numel() for p in projections.parameters()) if projections is not None else 0
         )
+        cache = self.teacher_cache_info
+        if self.teacher_model is not None:
+            teacher = self.teacher_model.config._name_or_path or type(self.teacher_model).__name__
+            teacher_shape = shape(self.teacher_model)
+        elif cache is not None:
+            teacher, teacher_shape = cache["teacher"]["name"], cache["teacher"]["shape"]
+        else:  # logits attached by the caller, no teacher: nothing is known about it
+            teacher, teacher_shape = "unknown (cached logits)", None
+        schedules = {
+            name: {"schedule": getattr(args, f"{name}_schedule"), "end": getattr(args, f"{name}_end")}
+            for name in args.scheduled
+        }
         return {
-            "teacher": self.teacher_model.config._name_or_path or type(self.teacher_model).__name__,
-            "teacher_shape": shape(self.teacher_model),
+            "teacher": teacher,
+            "teacher_shape": teacher_shape,
             "student_shape": shape(student, projection_parameters),
             "losses": {
                 "temperature": args.temperature,
@@ -292,7 +492,13 @@ class DistillationTrainer(Trainer):
                 "hidden_weight": args.hidden_weight,
                 "attention_loss": args.attention_loss,
                 "attention_weight": args.attention_weight,
+                **({"schedules": schedules} if schedules else {}),
             },
+            "teacher_cache": (
+                {k: cache[k] for k in ("path", "fingerprint", "backend", "key")}
+                if cache is not None
+                else None
+            ),
             "layer_mapping": args.layer_mapping,
             "hidden_pairs": [list(p) for p in self.hidden_pairs],
             "attention_pairs": [list(p) for p in self.attention_pairs],
@@ -313,7 +519,11 @@ class DistillationTrainer(Trainer):
         if not self.is_world_process_zero():
             return
         name = model_name or self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
-        card = render_model_card(self.distillation_summary(), self.model_card_scores, name)
+        summary = self.distillation_summary()
+        if summary["teacher_shape"] is None:
+            logger.warning("No model card: the teacher is unknown (pass teacher_model or use teacher_cache).")
+            return
+        card = render_model_card(summary, self.model_card_scores, name)
         os.makedirs(self.args.output_dir, exist_ok=True)
         with open(os.path.join(self.args.output_dir, "README.md"), "w") as f:
             f.write(card)

@@ -1,0 +1,71 @@
+"""`distilnlp cache-teacher`: precompute a teacher's logits over the transfer data, once.
+
+Reads the same recipe as `distilnlp distill` (teacher, data, `teacher_cache`, `teacher_cache_backend`,
+`teacher_cache_top_k`) and writes the cache that `distill` then reads instead of running the teacher.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from .data import DataArguments
+from .pipeline import DistillArguments, prepare_data
+from .teacher_cache import METADATA_FILE, TeacherCache, TeacherCacheError, build_teacher_cache
+from .training_args import DistillationTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+CACHED_SPLITS = ("train", "validation")
+
+
+def cache_teacher(
+    distill_args: DistillArguments, data_args: DataArguments, args: DistillationTrainingArguments
+) -> tuple[TeacherCache, bool]:
+    """Build `args.teacher_cache` over the train and validation splits unless an up-to-date one is there.
+
+    Returns the cache and whether it was (re)built. A stale or corrupted cache is rebuilt, with a warning
+    saying why.
+    """
+    if not args.teacher_cache:
+        raise ValueError(
+            "Set teacher_cache (the folder to write the teacher's logits to), e.g. --teacher_cache runs/teacher-cache."
+        )
+    tokenizer = AutoTokenizer.from_pretrained(
+        distill_args.teacher, trust_remote_code=distill_args.trust_remote_code
+    )
+    _, tokenized, _ = prepare_data(data_args, tokenizer)
+    splits = {name: tokenized[name] for name in CACHED_SPLITS}
+    try:
+        if not (Path(args.teacher_cache) / METADATA_FILE).exists():
+            raise FileNotFoundError  # nothing to reuse: build it
+        cache = TeacherCache.load(args.teacher_cache)
+        cache.check(distill_args.teacher, tokenizer, data_args.max_length, top_k=args.teacher_cache_top_k)
+        missing = [n for n, d in splits.items() if cache.split_for(d) != n]
+        if not missing:
+            for name in splits:
+                cache.logits(name)  # digests checked
+            logger.info(
+                f"Teacher cache {args.teacher_cache} is up to date (fingerprint {cache.fingerprint[:12]})."
+            )
+            return cache, False
+        logger.warning(
+            f"Teacher cache {args.teacher_cache} does not hold the current {missing} split(s); rebuilding it."
+        )
+    except FileNotFoundError:
+        logger.info(f"Building the teacher cache {args.teacher_cache} ({args.teacher_cache_backend}).")
+    except TeacherCacheError as error:
+        logger.warning(f"Rebuilding the teacher cache: {error}")
+    cache = build_teacher_cache(
+        args.teacher_cache,
+        distill_args.teacher,
+        splits,
+        tokenizer=tokenizer,
+        max_length=data_args.max_length,
+        backend=args.teacher_cache_backend,
+        top_k=args.teacher_cache_top_k,
+        batch_size=args.teacher_cache_batch_size,
+    )
+    return cache, True
