@@ -17,7 +17,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from .data import DataArguments, label_names, load_task_data, tokenize_task_data
+from .data import DataArguments, label_names, labeled_subset, load_task_data, tokenize_task_data
 from .metrics import compute_classification_metrics
 from .student import create_student, create_student_from_config
 from .trainer import DistillationTrainer
@@ -182,6 +182,8 @@ def finetune(model_args: FinetuneArguments, data_args: DataArguments, args: Trai
     path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
     _, tokenized, names = prepare_data(data_args, tokenizer)
+    # A plain fine-tune learns from labels alone: rows hidden by labeled_fraction would be all-ignored batches.
+    tokenized["train"] = labeled_subset(tokenized["train"])
     model = AutoModelForSequenceClassification.from_pretrained(
         path,
         num_labels=len(names),
@@ -239,7 +241,7 @@ def distill(
 ) -> dict:
     """Distill a student from a fine-tuned teacher; saves the student, its model card and results JSON."""
     # Attention losses need attention probabilities, which only the eager implementation returns.
-    attn_implementation = "eager" if args.attention_weight > 0 else None
+    attn_implementation = "eager" if args.max_weight("attention_weight") > 0 else None
     teacher = AutoModelForSequenceClassification.from_pretrained(
         distill_args.teacher,
         trust_remote_code=distill_args.trust_remote_code,
