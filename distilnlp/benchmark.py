@@ -283,32 +283,31 @@ def plot(stages: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
     # Figure + the Agg canvas directly: no pyplot, so the caller's global backend is left alone.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter
 
     fig = Figure(figsize=(7, 4.5), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     largest = max(s["size_mb"] for s in stages) or 1.0
-    xs = np.array([s["latency_p50_ms"] for s in stages])
+    for s in stages:
+        # Stages often share an accuracy (one student, several runtimes): a legend, not labels on the points.
+        ax.scatter(
+            s["latency_p50_ms"],
+            s["accuracy"],
+            s=40 + 1500 * s["size_mb"] / largest,
+            alpha=0.55,
+            label=f"{s['name']}: {s['latency_p50_ms']:.2f} ms, {s['size_mb']:.1f} MB",
+        )
     ys = np.array([s["accuracy"] for s in stages])
-    x_span, y_span = max(np.ptp(xs), 1e-9), max(np.ptp(ys), 1e-9)
-    for i, s in enumerate(stages):
-        area = 40 + 1500 * s["size_mb"] / largest
-        ax.scatter(xs[i], ys[i], s=area, alpha=0.55)
-        # Stack the labels of (near-)coincident points instead of printing them on top of each other.
-        clashes = sum(
-            abs(xs[j] - xs[i]) < 0.05 * x_span and abs(ys[j] - ys[i]) < 0.05 * y_span for j in range(i)
-        )
-        ax.annotate(
-            f"{s['name']} ({s['size_mb']:.1f} MB)",
-            (xs[i], ys[i]),
-            textcoords="offset points",
-            xytext=(10, 8 - 12 * clashes),
-            fontsize=8,
-        )
-    ax.set_xlim(0, xs.max() * 1.4)
-    y_pad = max(0.1 * y_span, 0.01)
+    y_pad = max(0.1 * np.ptp(ys), 0.01)
     ax.set_ylim(ys.min() - y_pad, ys.max() + y_pad)
-    ax.set_xlabel("p50 latency, batch 1 (ms)")
+    ax.set_xscale("log")  # latencies span an order of magnitude
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    legend = ax.legend(fontsize=7, loc="lower right", markerscale=0.3)
+    for handle in legend.legend_handles:
+        handle.set_sizes([30])
+    ax.set_xlabel("p50 latency, batch 1 (ms, log scale)")
     ax.set_ylabel("accuracy")
     ax.set_title("Accuracy vs latency (marker area ~ model size)")
     ax.grid(alpha=0.3)
@@ -383,5 +382,4 @@ def run_benchmark(
     table = markdown_table(records)
     (output_dir / MARKDOWN_FILE).write_text(table)
     plot(records, output_dir / PLOT_FILE)
-    print(table)
     return results | {"markdown": table}
