@@ -209,6 +209,27 @@ def finetune(model_args: FinetuneArguments, data_args: DataArguments, args: Trai
     return results
 
 
+def load_teacher_and_data(
+    distill_args: DistillArguments, data_args: DataArguments, attn_implementation: str | None
+):
+    """(teacher, tokenizer, tokenized splits, label names); the teacher must predict the data's labels."""
+    teacher = AutoModelForSequenceClassification.from_pretrained(
+        distill_args.teacher,
+        trust_remote_code=distill_args.trust_remote_code,
+        attn_implementation=attn_implementation,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(
+        distill_args.teacher, trust_remote_code=distill_args.trust_remote_code
+    )
+    _, tokenized, names = prepare_data(data_args, tokenizer)
+    if teacher.config.num_labels != len(names):
+        raise ValueError(
+            f"The teacher has {teacher.config.num_labels} labels but the data has {len(names)} ({names}); "
+            "distill on the data the teacher was fine-tuned on."
+        )
+    return teacher, tokenizer, tokenized, names
+
+
 def build_student(distill_args: DistillArguments, teacher: PreTrainedModel, attn_implementation: str | None):
     """The student: loaded from `distill_args.student`, narrower from a config, or layers of the teacher."""
     if distill_args.student:
@@ -242,20 +263,7 @@ def distill(
     """Distill a student from a fine-tuned teacher; saves the student, its model card and results JSON."""
     # Attention losses need attention probabilities, which only the eager implementation returns.
     attn_implementation = "eager" if args.max_weight("attention_weight") > 0 else None
-    teacher = AutoModelForSequenceClassification.from_pretrained(
-        distill_args.teacher,
-        trust_remote_code=distill_args.trust_remote_code,
-        attn_implementation=attn_implementation,
-    )
-    tokenizer = AutoTokenizer.from_pretrained(
-        distill_args.teacher, trust_remote_code=distill_args.trust_remote_code
-    )
-    _, tokenized, names = prepare_data(data_args, tokenizer)
-    if teacher.config.num_labels != len(names):
-        raise ValueError(
-            f"The teacher has {teacher.config.num_labels} labels but the data has {len(names)} ({names}); "
-            "distill on the data the teacher was fine-tuned on."
-        )
+    teacher, tokenizer, tokenized, names = load_teacher_and_data(distill_args, data_args, attn_implementation)
     student = build_student(distill_args, teacher, attn_implementation)
     trainer = DistillationTrainer(
         model=student, teacher_model=teacher, args=args, **task_trainer_kwargs(tokenized, tokenizer)

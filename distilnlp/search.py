@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+from transformers import DataCollatorWithPadding
 
 from .config import RECIPE_SUFFIXES, load_recipe
 from .data import DataArguments
 from .metrics import compute_classification_metrics
-from .pipeline import DistillArguments, build_student, prepare_data, write_json
+from .pipeline import DistillArguments, build_student, load_teacher_and_data, write_json
 from .trainer import DistillationTrainer
 from .training_args import DistillationTrainingArguments
 
@@ -166,19 +166,7 @@ def search(
     ranges = search_args.ranges()
     may_use_attention = max([args.max_weight("attention_weight"), *ranges.get("attention_weight", [0.0])]) > 0
     attn_implementation = "eager" if may_use_attention else None
-    teacher = AutoModelForSequenceClassification.from_pretrained(
-        distill_args.teacher,
-        trust_remote_code=distill_args.trust_remote_code,
-        attn_implementation=attn_implementation,
-    )
-    tokenizer = AutoTokenizer.from_pretrained(
-        distill_args.teacher, trust_remote_code=distill_args.trust_remote_code
-    )
-    _, tokenized, names = prepare_data(data_args, tokenizer)
-    if teacher.config.num_labels != len(names):
-        raise ValueError(
-            f"The teacher has {teacher.config.num_labels} labels but the data has {len(names)} ({names})."
-        )
+    teacher, tokenizer, tokenized, _ = load_teacher_and_data(distill_args, data_args, attn_implementation)
 
     def model_init():
         return build_student(distill_args, teacher, attn_implementation)
