@@ -450,3 +450,51 @@ def pop_cached_logits(inputs: dict, num_labels: int) -> torch.Tensor | None:
         return None
     logits = values.new_full((values.shape[0], num_labels), _DROPPED_LOGIT, dtype=torch.float32)
     return logits.scatter(1, indices.long(), values.float())
+
+
+def attach_teacher_cache(args, teacher, tokenizer, train_dataset, eval_dataset):
+    """Load (or build, when missing) `args.teacher_cache`, check it, and add its logits to the datasets.
+
+    Returns (train_dataset, eval_dataset, the cache's metadata with its path). Evaluation sets the cache does
+    not hold are left for the live teacher (an error when there is none).
+    """
+    path = Path(args.teacher_cache)
+    named_eval = eval_dataset if isinstance(eval_dataset, dict) else {"validation": eval_dataset}
+    datasets = {"train": train_dataset} | {n: d for n, d in named_eval.items() if d is not None}
+    if not all(isinstance(d, Dataset) for d in datasets.values()):
+        raise TypeError("teacher_cache needs `datasets.Dataset` train and eval datasets (tokenized).")
+    tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
+    with args.main_process_first(desc="teacher cache"):
+        if not (path / METADATA_FILE).exists():
+            if teacher is None:
+                raise TeacherCacheError(
+                    f"teacher_cache={str(path)!r} does not exist yet and there is no teacher_model to build "
+                    "it from: pass teacher_model, or build it first with `distilnlp cache-teacher`."
+                )
+            build_teacher_cache(
+                path,
+                teacher,
+                datasets,
+                tokenizer=tokenizer,
+                backend=args.teacher_cache_backend,
+                top_k=args.teacher_cache_top_k,
+                batch_size=args.teacher_cache_batch_size,
+            )
+        cache = TeacherCache.load(path)
+    cache.check(teacher, tokenizer, top_k=args.teacher_cache_top_k)
+    info = {"path": str(path), **cache.metadata}
+    train_dataset = cache.attach(train_dataset)
+    attached = {}
+    for name, dataset in named_eval.items():
+        if dataset is not None and cache.split_for(dataset) is not None:
+            dataset = cache.attach(dataset)
+        elif dataset is not None:
+            if teacher is None:
+                raise TeacherCacheError(
+                    f"The evaluation set {name!r} is not in the teacher cache {path} and there is no "
+                    "teacher_model to run on it: build the cache over it too, or pass teacher_model."
+                )
+            logger.info(f"Evaluation set {name!r} is not in the teacher cache; the live teacher scores it.")
+        attached[name] = dataset
+    eval_dataset = attached if isinstance(eval_dataset, dict) else attached["validation"]
+    return train_dataset, eval_dataset, info

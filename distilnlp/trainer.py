@@ -6,13 +6,11 @@ import inspect
 import logging
 import os
 from collections import defaultdict
-from pathlib import Path
 
 import safetensors.torch
 import torch
-from datasets import Dataset
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedModel, Trainer
 
 from .attention_dropout import disable_attention_probs_dropout
 from .checks import check_compatible
@@ -23,10 +21,8 @@ from .projections import PROJECTIONS_FILE, attach_projections, pair_key, split_p
 from .teacher_cache import (
     CACHE_COLUMNS,
     LOGITS,
-    METADATA_FILE,
-    TeacherCache,
     TeacherCacheError,
-    build_teacher_cache,
+    attach_teacher_cache,
     has_cached_logits,
     pop_cached_logits,
 )
@@ -97,7 +93,7 @@ class DistillationTrainer(Trainer):
             _check_model("model (the student)", model)
         self.teacher_cache_info: dict | None = None  # the cache's metadata, when one is used
         if args.teacher_cache:
-            train_dataset, eval_dataset = self._attach_teacher_cache(
+            train_dataset, eval_dataset, self.teacher_cache_info = attach_teacher_cache(
                 args, teacher_model, processing_class, train_dataset, eval_dataset
             )
         uses_cache = has_cached_logits(getattr(train_dataset, "column_names", None) or ())
@@ -187,51 +183,6 @@ class DistillationTrainer(Trainer):
             self.args.validate_distillation()
 
     # ------------------------------------------------------------------------------------- teacher cache
-
-    def _attach_teacher_cache(self, args, teacher, tokenizer, train_dataset, eval_dataset):
-        """Load (or build, when missing) `args.teacher_cache`, check it, and add its logits to the datasets."""
-        path = Path(args.teacher_cache)
-        named_eval = eval_dataset if isinstance(eval_dataset, dict) else {"validation": eval_dataset}
-        datasets = {"train": train_dataset} | {n: d for n, d in named_eval.items() if d is not None}
-        if not all(isinstance(d, Dataset) for d in datasets.values()):
-            raise TypeError("teacher_cache needs `datasets.Dataset` train and eval datasets (tokenized).")
-        tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
-        with args.main_process_first(desc="teacher cache"):
-            if not (path / METADATA_FILE).exists():
-                if teacher is None:
-                    raise TeacherCacheError(
-                        f"teacher_cache={str(path)!r} does not exist yet and there is no teacher_model to build "
-                        "it from: pass teacher_model, or build it first with `distilnlp cache-teacher`."
-                    )
-                build_teacher_cache(
-                    path,
-                    teacher,
-                    datasets,
-                    tokenizer=tokenizer,
-                    backend=args.teacher_cache_backend,
-                    top_k=args.teacher_cache_top_k,
-                    batch_size=args.teacher_cache_batch_size,
-                )
-            cache = TeacherCache.load(path)
-        cache.check(teacher, tokenizer, top_k=args.teacher_cache_top_k)
-        self.teacher_cache_info = {"path": str(path), **cache.metadata}
-        train_dataset = cache.attach(train_dataset)
-        attached = {}
-        for name, dataset in named_eval.items():
-            if dataset is not None and cache.split_for(dataset) is not None:
-                dataset = cache.attach(dataset)
-            elif dataset is not None:
-                if teacher is None:
-                    raise TeacherCacheError(
-                        f"The evaluation set {name!r} is not in the teacher cache {path} and there is no "
-                        "teacher_model to run on it: build the cache over it too, or pass teacher_model."
-                    )
-                logger.info(
-                    f"Evaluation set {name!r} is not in the teacher cache; the live teacher scores it."
-                )
-            attached[name] = dataset
-        eval_dataset = attached if isinstance(eval_dataset, dict) else attached["validation"]
-        return train_dataset, eval_dataset
 
     def _set_signature_columns_if_needed(self):
         # Keep the cache columns, which the student's forward does not take: compute_loss pops them.
