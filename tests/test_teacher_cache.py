@@ -7,10 +7,10 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 from datasets import Dataset, load_from_disk
-from tiny import tiny_pair, tiny_tokenizer, token_dataset
+from tiny import quick_distillation_args, tiny_pair, tiny_tokenizer, token_dataset
 from transformers import DataCollatorWithPadding
 
-from distilnlp import DistillationTrainer, DistillationTrainingArguments
+from distilnlp import DistillationTrainer
 from distilnlp.fingerprint import weights_fingerprint
 from distilnlp.losses import logit_kl_loss
 from distilnlp.teacher_cache import (
@@ -48,23 +48,7 @@ def tokenize(tokenizer, texts=TEXTS, max_length=12, labels=None):
 
 
 def make_args(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path / "run"),
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=8,
-        learning_rate=1e-3,
-        max_steps=4,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=0,
-        data_seed=0,
-        disable_tqdm=True,
-        alpha=0.6,
-        temperature=2.0,
-    )
-    return DistillationTrainingArguments(**(values | overrides))
+    return quick_distillation_args(tmp_path, **(dict(alpha=0.6) | overrides))
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import os
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import bert_config, pad_collate, tiny_pair, token_dataset
+from tiny import bert_config, pad_collate, quick_distillation_args, tiny_pair, token_dataset
 from transformers import BertForSequenceClassification, TrainingArguments
 
-from distilnlp import DistillationTrainer, DistillationTrainingArguments, NonFiniteLossError
+from distilnlp import DistillationTrainer, NonFiniteLossError
 from distilnlp.losses import (
     attention_kl_loss,
     hidden_mse_loss,
@@ -20,26 +20,19 @@ from distilnlp.projections import PROJECTIONS_FILE, pair_key
 
 
 def make_args(tmp_path, **overrides):
-    defaults = dict(
-        output_dir=str(tmp_path / "run"),
-        per_device_train_batch_size=8,
-        per_device_eval_batch_size=8,
-        learning_rate=1e-3,
-        max_steps=4,
-        logging_steps=2,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=0,
-        data_seed=0,
-        disable_tqdm=True,
-        alpha=0.5,
-        temperature=2.0,
-        hidden_weight=1.0,
-        attention_weight=1.0,
+    return quick_distillation_args(
+        tmp_path,
+        **(
+            dict(
+                per_device_train_batch_size=8,
+                logging_steps=2,
+                alpha=0.5,
+                hidden_weight=1.0,
+                attention_weight=1.0,
+            )
+            | overrides
+        ),
     )
-    defaults.update(overrides)
-    return DistillationTrainingArguments(**defaults)
 
 
 def make_trainer(tmp_path, teacher, student, dataset, **overrides):

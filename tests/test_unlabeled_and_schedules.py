@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from accelerate.state import AcceleratorState
-from tiny import pad_collate, tiny_pair, token_dataset, write_topic_csv
+from tiny import pad_collate, quick_distillation_args, tiny_pair, token_dataset, write_topic_csv
 
-from distilnlp import DistillationTrainer, DistillationTrainingArguments
+from distilnlp import DistillationTrainer
 from distilnlp.data import UNLABELED, DataArguments, label_names, labeled_subset, load_task_data
 from distilnlp.losses import logit_kl_loss
 from distilnlp.schedules import schedule_value
@@ -25,21 +25,7 @@ def fresh_mixed_precision(monkeypatch):
 
 
 def make_args(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path / "run"),
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        max_steps=4,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=0,
-        disable_tqdm=True,
-        alpha=0.3,
-        temperature=2.0,
-    )
-    return DistillationTrainingArguments(**(values | overrides))
+    return quick_distillation_args(tmp_path, **(dict(alpha=0.3) | overrides))
 
 
 def make_trainer(tmp_path, dataset=None, **overrides):

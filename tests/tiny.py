@@ -116,3 +116,25 @@ def write_topic_csv(path, n=60, labels=("alpha", "beta", "gamma")):
             filler = " ".join(f"w{rng.randrange(10, VOCAB - 5)}" for _ in range(rng.randrange(3, 15)))
             writer.writerow([f"{keyword} {filler}", label])
     return path
+
+
+def quick_distillation_args(tmp_path, **overrides):
+    """DistillationTrainingArguments for a few quiet CPU steps in `tmp_path / "run"`; overrides win."""
+    from distilnlp import DistillationTrainingArguments
+
+    values = dict(
+        output_dir=str(tmp_path / "run"),
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        learning_rate=1e-3,
+        max_steps=4,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
+        disable_tqdm=True,
+        temperature=2.0,
+    )
+    return DistillationTrainingArguments(**(values | overrides))
