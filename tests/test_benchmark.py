@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import EXPORT_WORDS, save_wordpiece_model
 from transformers import (
     AutoTokenizer,
-    BertConfig,
     BertForSequenceClassification,
-    BertTokenizerFast,
     HfArgumentParser,
 )
 
@@ -29,37 +28,16 @@ from distilnlp.benchmark import (
 from distilnlp.export import export_model
 from distilnlp.metrics import classification_scores
 
-WORDS = [f"w{i}" for i in range(995)]
+WORDS = EXPORT_WORDS
 TEXTS = [" ".join(WORDS[(11 * i + 17 * j) % len(WORDS)] for j in range(4 + i % 30)) for i in range(24)]
 LABELS = [i % 3 for i in range(24)]
-
-
-def make_model(path: Path, layers: int, seed: int = 0) -> Path:
-    """A random width-32 BERT sequence classifier (3 labels) with a WordPiece tokenizer, saved to `path`."""
-    path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), model_max_length=128).save_pretrained(path)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=3,
-        initializer_range=0.2,
-    )
-    torch.manual_seed(seed)
-    BertForSequenceClassification(config).eval().save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
-    teacher_dir = make_model(tmp / "teacher", layers=4)
-    student_dir = make_model(tmp / "student", layers=2, seed=1)
+    teacher_dir = save_wordpiece_model(tmp / "teacher", layers=4)
+    student_dir = save_wordpiece_model(tmp / "student", layers=2, seed=1)
     export = export_model(student_dir, tmp / "onnx", min_agreement=0.0)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     args = BenchmarkArguments(
@@ -151,7 +129,7 @@ def test_custom_stage_and_validation(tmp_path):
         calls.append(batch["input_ids"].shape)
         return np.tile([0.0, 1.0, 0.0], (len(batch["input_ids"]), 1))
 
-    tokenizer = AutoTokenizer.from_pretrained(make_model(tmp_path / "m", layers=1))
+    tokenizer = AutoTokenizer.from_pretrained(save_wordpiece_model(tmp_path / "m", layers=1))
     args = BenchmarkArguments(
         output_dir=str(tmp_path / "r"),
         sequence_length=16,

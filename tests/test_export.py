@@ -13,12 +13,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from tiny import EXPORT_WORDS, save_wordpiece_model
 from transformers import (
     AutoTokenizer,
-    BertConfig,
     BertForSequenceClassification,
     BertForTokenClassification,
-    BertTokenizerFast,
     HfArgumentParser,
     pipeline,
 )
@@ -31,32 +30,9 @@ from distilnlp.export import (
     export_model,
 )
 
-WORDS = [f"w{i}" for i in range(995)]
+WORDS = EXPORT_WORDS
 TEXTS = [" ".join(WORDS[(7 * i + 13 * j) % len(WORDS)] for j in range(3 + i % 20)) for i in range(40)]
 INTEGER_OPS = {"MatMulInteger", "QLinearMatMul", "DynamicQuantizeLinear", "QuantizeLinear", "QAttention"}
-
-
-def make_model(path: Path, *, token: bool = False, seed: int = 0) -> Path:
-    """A random 2-layer, width-32 BERT classifier (3 labels) and a WordPiece tokenizer, saved to `path`."""
-    path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), model_max_length=128).save_pretrained(path)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        num_labels=3,
-        # Wider than the default 0.02 so logits are O(1) and a 1e-4 tolerance is a real test.
-        initializer_range=0.2,
-    )
-    torch.manual_seed(seed)
-    cls = BertForTokenClassification if token else BertForSequenceClassification
-    cls(config).eval().save_pretrained(path)
-    return path
 
 
 def op_types(path: Path) -> Counter:
@@ -73,7 +49,7 @@ def torch_logits(model_dir: Path, texts: list[str], token: bool) -> tuple[np.nda
 
 @pytest.fixture(scope="module")
 def seq_dir(tmp_path_factory) -> Path:
-    return make_model(tmp_path_factory.mktemp("seq") / "model")
+    return save_wordpiece_model(tmp_path_factory.mktemp("seq") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +116,7 @@ def test_dynamic_quantized_graph_has_integer_ops(seq_export):
 def test_token_classification_static_round_trip(tmp_path):
     from optimum.onnxruntime import ORTModelForTokenClassification
 
-    model_dir = make_model(tmp_path / "tok", token=True)
+    model_dir = save_wordpiece_model(tmp_path / "tok", token=True)
     result = export_model(
         model_dir,
         tmp_path / "onnx",
@@ -202,7 +178,7 @@ def test_check_parity_passes_on_own_export_with_synthetic_inputs(seq_dir, seq_ex
 def other_export(tmp_path_factory):
     """The export of a second random model with the same architecture as `seq_dir`'s."""
     tmp = tmp_path_factory.mktemp("other")
-    return export_model(make_model(tmp / "model", seed=1), tmp / "onnx", min_agreement=0.0)
+    return export_model(save_wordpiece_model(tmp / "model", seed=1), tmp / "onnx", min_agreement=0.0)
 
 
 def test_check_parity_rejects_an_export_of_another_model(seq_dir, other_export):

@@ -138,3 +138,36 @@ def quick_distillation_args(tmp_path, **overrides):
         temperature=2.0,
     )
     return DistillationTrainingArguments(**(values | overrides))
+
+
+EXPORT_WORDS = [f"w{i}" for i in range(995)]
+
+
+def save_wordpiece_model(path, *, layers: int = 2, token: bool = False, seed: int = 0):
+    """A random width-32 BERT classifier (3 labels) + a WordPiece tokenizer over `EXPORT_WORDS`, saved to `path`.
+
+    Initialised wider than the default 0.02 so logits are O(1) and a 1e-4 ONNX parity tolerance is a real test.
+    """
+    from pathlib import Path
+
+    from transformers import BertTokenizerFast
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *EXPORT_WORDS]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), model_max_length=128).save_pretrained(path)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=3,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(seed)
+    cls = BertForTokenClassification if token else BertForSequenceClassification
+    cls(config).eval().save_pretrained(path)
+    return path
