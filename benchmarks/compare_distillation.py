@@ -17,10 +17,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
 from distilnlp import DistillationTrainer, create_student
+from distilnlp.commands.demo import DemoArguments, stage_training_args
+from distilnlp.commands.stages import evaluate_on, prepare_data
 from distilnlp.data import DataArguments
-from distilnlp.demo import DemoArguments, stage_training_args
 from distilnlp.metrics import compute_classification_metrics
-from distilnlp.pipeline import evaluate_on, prepare_data
 from distilnlp.training_args import DistillationTrainingArguments
 
 SETUPS = {

@@ -40,8 +40,8 @@ from transformers import (
 )
 
 from distilnlp import DistillationTrainer, DistillationTrainingArguments, create_student
+from distilnlp.commands.stages import evaluate_on, prepare_data, resolve_model_path
 from distilnlp.data import DataArguments, labeled_subset
-from distilnlp.pipeline import evaluate_on, prepare_data, resolve_model_path
 from distilnlp.teacher_cache import TeacherCache, build_teacher_cache
 
 BACKENDS = ("torch", "onnx", "onnx-int8")

@@ -1,5 +1,6 @@
 """distilnlp: distill fine-tuned BERT-class teachers into small students and ship them as int8 ONNX."""
 
+from .layers import LayerMapping
 from .losses import (
     attention_kl_loss,
     attention_mse_loss,
@@ -7,8 +8,7 @@ from .losses import (
     hidden_mse_loss,
     logit_kl_loss,
 )
-from .mapping import LayerMapping
-from .student import create_student, create_student_from_config
+from .student import create_random_student, create_student
 from .trainer import DistillationTrainer, NonFiniteLossError
 from .training_args import DistillationTrainingArguments
 
@@ -21,7 +21,7 @@ __all__ = [
     "NonFiniteLossError",
     "attention_kl_loss",
     "create_student",
-    "create_student_from_config",
+    "create_random_student",
     "attention_mse_loss",
     "hidden_cosine_loss",
     "hidden_mse_loss",

@@ -31,16 +31,17 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from distilnlp.metrics import classification_scores
+from .artifacts import BENCHMARK_JSON_FILE as JSON_FILE
+from .artifacts import BENCHMARK_MARKDOWN_FILE as MARKDOWN_FILE
+from .artifacts import BENCHMARK_PLOT_FILE as PLOT_FILE
+from .artifacts import CORE_PACKAGES, ONNX_FILE, ONNX_PACKAGES, package_versions
+from .metrics import classification_scores
 
 logger = logging.get_logger(__name__)
 
 Batch = Mapping[str, np.ndarray]
 PredictFn = Callable[[Batch], np.ndarray]
 
-JSON_FILE = "benchmark.json"
-MARKDOWN_FILE = "benchmark.md"
-PLOT_FILE = "benchmark.png"
 
 # Every stage record in benchmark.json has exactly these keys.
 METRIC_KEYS = (
@@ -157,7 +158,7 @@ def onnx_num_parameters(path: str | os.PathLike) -> int:
 def onnx_stage(
     name: str,
     onnx_model_dir: str | os.PathLike,
-    file_name: str = "model.onnx",
+    file_name: str = ONNX_FILE,
     tokenizer: PreTrainedTokenizerBase | None = None,
     *,
     num_threads: int | None = None,
@@ -354,9 +355,6 @@ def run_benchmark(
         r["size_ratio"] = _ratio(r["size_mb"], reference["size_mb"])
         r["accuracy_retained"] = _ratio(r["accuracy"], reference["accuracy"])
 
-    import onnxruntime
-    import transformers
-
     results: dict[str, Any] = {
         "settings": asdict(args)
         | {
@@ -368,11 +366,7 @@ def run_benchmark(
             "load_average_after": _load_average(),
             "machine": platform.machine(),
             "processor": platform.processor(),
-            "versions": {
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "onnxruntime": onnxruntime.__version__,
-            },
+            "versions": package_versions(*CORE_PACKAGES, *ONNX_PACKAGES),
         },
         "stages": records,
     }

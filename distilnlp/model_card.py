@@ -59,3 +59,64 @@ def render_model_card(summary: dict, scores: dict[str, float] | None, model_name
 
 def _pairs(pairs: list) -> str:
     return ", ".join(f"{s}:{t}" for s, t in pairs) if pairs else "(logits only)"
+
+
+def distillation_summary(trainer) -> dict:
+    """How the student was taught: teacher, shapes, losses and weights, layer mapping, training settings."""
+    args = trainer.args
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    projections = getattr(student, "distillation_projections", None)
+
+    def shape(model, extra_parameters=0):
+        config = model.config
+        parameters = model.num_parameters() - extra_parameters
+        return dict(
+            layers=config.num_hidden_layers,
+            hidden_size=config.hidden_size,
+            heads=config.num_attention_heads,
+            parameters=parameters,
+        )
+
+    projection_parameters = sum(p.numel() for p in projections.parameters()) if projections is not None else 0
+    cache = trainer.teacher_cache_info
+    if trainer.teacher_model is not None:
+        teacher = trainer.teacher_model.config._name_or_path or type(trainer.teacher_model).__name__
+        teacher_shape = shape(trainer.teacher_model)
+    elif cache is not None:
+        teacher, teacher_shape = cache["teacher"]["name"], cache["teacher"]["shape"]
+    else:  # logits attached by the caller, no teacher: nothing is known about it
+        teacher, teacher_shape = "unknown (cached logits)", None
+    schedules = {
+        name: {"schedule": getattr(args, f"{name}_schedule"), "end": getattr(args, f"{name}_end")}
+        for name in args.scheduled
+    }
+    return {
+        "teacher": teacher,
+        "teacher_shape": teacher_shape,
+        "student_shape": shape(student, projection_parameters),
+        "losses": {
+            "temperature": args.temperature,
+            "alpha": args.alpha,
+            "hidden_loss": args.hidden_loss,
+            "hidden_weight": args.hidden_weight,
+            "attention_loss": args.attention_loss,
+            "attention_weight": args.attention_weight,
+            **({"schedules": schedules} if schedules else {}),
+        },
+        "teacher_cache": (
+            {k: cache[k] for k in ("path", "fingerprint", "backend", "key")} if cache is not None else None
+        ),
+        "layer_mapping": args.layer_mapping,
+        "hidden_pairs": [list(p) for p in trainer.hidden_pairs],
+        "attention_pairs": [list(p) for p in trainer.attention_pairs],
+        "teacher_layers_copied": getattr(student.config, "distilnlp_teacher_layers", None),
+        "training": {
+            "learning_rate": args.learning_rate,
+            "train_batch_size": args.per_device_train_batch_size
+            * args.gradient_accumulation_steps
+            * args.world_size,
+            "epochs": args.num_train_epochs if args.max_steps <= 0 else None,
+            "max_steps": args.max_steps if args.max_steps > 0 else None,
+            "seed": args.seed,
+        },
+    }

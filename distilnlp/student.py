@@ -1,22 +1,26 @@
 """Build a student from a teacher: drop layers (DistilBERT-style init) or shrink the width (random init).
 
 `create_student` copies the teacher's embeddings, a subset of its encoder layers and its task head into a
-new model of the teacher's exact class; `create_student_from_config` builds a narrower, randomly initialised
+new model of the teacher's exact class; `create_random_student` builds a narrower, randomly initialised
 model that shares the teacher's vocabulary and labels.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .mapping import uniform_layers
+from .layers import uniform_layers
 
-__all__ = ["SUPPORTED_ARCHITECTURES", "create_student", "create_student_from_config", "select_teacher_layers"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["SUPPORTED_ARCHITECTURES", "create_student", "create_random_student", "select_teacher_layers"]
 
 # Config attribute under which the student records which teacher layers it was initialised from.
 TEACHER_LAYERS_ATTR = "distilnlp_teacher_layers"
@@ -189,7 +193,7 @@ def create_student(
     return student
 
 
-def create_student_from_config(
+def create_random_student(
     teacher: PreTrainedModel,
     num_layers: int | None = None,
     hidden_size: int | None = None,
@@ -234,3 +238,35 @@ def create_student_from_config(
     if hasattr(config, TEACHER_LAYERS_ATTR):
         delattr(config, TEACHER_LAYERS_ATTR)  # a random student was not initialised from any teacher layer
     return _new_like(teacher, config, attn_implementation)
+
+
+# ------------------------------------------------------------------------------ attention dropout
+# BERT-class models return their attention probabilities *after* dropout, so in training mode the student's
+# maps have zeroed entries and rows that sum to 1 / (1 - p): KL against the teacher explodes on the zeros
+# and MSE compares noise. When attention maps are distilled, the student's attention-probability dropout is
+# set to 0 (hidden-state dropout stays).
+
+
+# Module-name endings of the dropout applied to attention probabilities: BERT, RoBERTa, XLM-R, ELECTRA and
+# DeBERTa-v2 (`attention.self.dropout`), DistilBERT (`attention.dropout`).
+_ATTENTION_PROBS_DROPOUT_SUFFIXES = ("attention.self.dropout", "attention.dropout")
+
+
+def disable_attention_probs_dropout(model: nn.Module) -> int:
+    """Set every attention-probability `nn.Dropout` of `model` to p=0; returns how many were changed."""
+    changed = 0
+    for name, module in model.named_modules():
+        if (
+            isinstance(module, nn.Dropout)
+            and name.endswith(_ATTENTION_PROBS_DROPOUT_SUFFIXES)
+            and module.p > 0
+        ):
+            module.p = 0.0
+            changed += 1
+    if changed:
+        logger.warning(
+            "Attention maps are distilled, so the student's attention-probability dropout was set to 0 in %d "
+            "layers (maps are returned after dropout, which would corrupt the attention loss).",
+            changed,
+        )
+    return changed

@@ -9,15 +9,19 @@ from collections import defaultdict
 
 import safetensors.torch
 import torch
-from torch import nn
 from transformers import PreTrainedModel, Trainer
 
-from .attention_dropout import disable_attention_probs_dropout
-from .checks import check_compatible
 from .counts import ItemCounts
+from .layers import (
+    PROJECTIONS_FILE,
+    attach_projections,
+    check_compatible,
+    install_projection_hook,
+    split_projection_state,
+)
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, soft_target_loss_for
-from .model_card import render_model_card
-from .projections import PROJECTIONS_FILE, attach_projections, pair_key, split_projection_state
+from .model_card import distillation_summary, render_model_card
+from .student import disable_attention_probs_dropout
 from .teacher_cache import (
     CACHE_COLUMNS,
     LOGITS,
@@ -170,7 +174,7 @@ class DistillationTrainer(Trainer):
             projections = attach_projections(
                 model, self.hidden_pairs, student_width, teacher.config.hidden_size
             )
-            self._install_projection_hook(model, projections)
+            install_projection_hook(model, projections, self.hidden_pairs)
 
     def call_model_init(self, trial=None):
         model = super().call_model_init(trial)
@@ -296,28 +300,6 @@ class DistillationTrainer(Trainer):
         ]
         return torch.stack(terms).mean() / counts[spec.normalizer]
 
-    def _install_projection_hook(self, student: nn.Module, projections: nn.ModuleDict) -> None:
-        """Project hidden states inside the student's forward, so DDP sees the projections as used.
-
-        The projected states are appended to `hidden_states` (a new output key would not survive DDP's
-        rebuilding of the output), after the num_hidden_layers + 1 original entries.
-        """
-        pairs = self.hidden_pairs
-
-        def append_projected_hidden_states(module, args, kwargs, output):
-            hidden_states = output.get("hidden_states") if hasattr(output, "get") else None
-            if hidden_states is not None:
-                projected = tuple(projections[pair_key(s, t)](hidden_states[s]) for s, t in pairs)
-                output["hidden_states"] = tuple(hidden_states) + projected
-            return output
-
-        previous = getattr(student, "_distilnlp_projection_hook", None)
-        if previous is not None:
-            previous.remove()
-        student._distilnlp_projection_hook = student.register_forward_hook(
-            append_projected_hidden_states, with_kwargs=True
-        )
-
     # ------------------------------------------------------------------- accumulation-window item counts
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
@@ -403,67 +385,7 @@ class DistillationTrainer(Trainer):
 
     def distillation_summary(self) -> dict:
         """How the student was taught: teacher, shapes, losses and weights, layer mapping, training settings."""
-        args = self.args
-        student = self.accelerator.unwrap_model(self.model)
-        projections = getattr(student, "distillation_projections", None)
-
-        def shape(model, extra_parameters=0):
-            config = model.config
-            parameters = model.num_parameters() - extra_parameters
-            return dict(
-                layers=config.num_hidden_layers,
-                hidden_size=config.hidden_size,
-                heads=config.num_attention_heads,
-                parameters=parameters,
-            )
-
-        projection_parameters = (
-            sum(p.numel() for p in projections.parameters()) if projections is not None else 0
-        )
-        cache = self.teacher_cache_info
-        if self.teacher_model is not None:
-            teacher = self.teacher_model.config._name_or_path or type(self.teacher_model).__name__
-            teacher_shape = shape(self.teacher_model)
-        elif cache is not None:
-            teacher, teacher_shape = cache["teacher"]["name"], cache["teacher"]["shape"]
-        else:  # logits attached by the caller, no teacher: nothing is known about it
-            teacher, teacher_shape = "unknown (cached logits)", None
-        schedules = {
-            name: {"schedule": getattr(args, f"{name}_schedule"), "end": getattr(args, f"{name}_end")}
-            for name in args.scheduled
-        }
-        return {
-            "teacher": teacher,
-            "teacher_shape": teacher_shape,
-            "student_shape": shape(student, projection_parameters),
-            "losses": {
-                "temperature": args.temperature,
-                "alpha": args.alpha,
-                "hidden_loss": args.hidden_loss,
-                "hidden_weight": args.hidden_weight,
-                "attention_loss": args.attention_loss,
-                "attention_weight": args.attention_weight,
-                **({"schedules": schedules} if schedules else {}),
-            },
-            "teacher_cache": (
-                {k: cache[k] for k in ("path", "fingerprint", "backend", "key")}
-                if cache is not None
-                else None
-            ),
-            "layer_mapping": args.layer_mapping,
-            "hidden_pairs": [list(p) for p in self.hidden_pairs],
-            "attention_pairs": [list(p) for p in self.attention_pairs],
-            "teacher_layers_copied": getattr(student.config, "distilnlp_teacher_layers", None),
-            "training": {
-                "learning_rate": args.learning_rate,
-                "train_batch_size": args.per_device_train_batch_size
-                * args.gradient_accumulation_steps
-                * args.world_size,
-                "epochs": args.num_train_epochs if args.max_steps <= 0 else None,
-                "max_steps": args.max_steps if args.max_steps > 0 else None,
-                "seed": args.seed,
-            },
-        }
+        return distillation_summary(self)
 
     def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
         """Write README.md in output_dir: the distillation model card (also what `push_to_hub` uploads)."""

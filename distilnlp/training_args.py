@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from .layers import LayerMapping
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES
-from .mapping import LayerMapping
 from .schedules import SCHEDULES, schedule_value
 
 TEACHER_CACHE_BACKENDS = ("torch", "onnx", "onnx-int8")

@@ -25,8 +25,8 @@ from distilnlp.benchmark import (
     run_benchmark,
     torch_stage,
 )
-from distilnlp.export import export_model
 from distilnlp.metrics import classification_scores
+from distilnlp.onnx import export_model
 
 WORDS = EXPORT_WORDS
 TEXTS = [" ".join(WORDS[(11 * i + 17 * j) % len(WORDS)] for j in range(4 + i % 30)) for i in range(24)]

@@ -9,10 +9,10 @@ from safetensors.torch import load_file
 from tiny import save_tiny_model, write_topic_csv
 from transformers import AutoModelForSequenceClassification, TrainingArguments
 
-from distilnlp.cli import main
-from distilnlp.config import parse_config
+from distilnlp.commands.cli import main
+from distilnlp.commands.config import parse_config
+from distilnlp.commands.stages import DistillArguments, FinetuneArguments
 from distilnlp.data import DataArguments
-from distilnlp.pipeline import DistillArguments, FinetuneArguments
 from distilnlp.training_args import DistillationTrainingArguments
 
 RECIPES = Path(__file__).parent.parent / "recipes"

@@ -5,7 +5,7 @@ import json
 import pytest
 from transformers import AutoModelForSequenceClassification
 
-from distilnlp.cli import main
+from distilnlp.commands.cli import main
 
 
 @pytest.mark.slow

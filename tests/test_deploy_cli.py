@@ -6,7 +6,7 @@ import onnx
 from tiny import save_tiny_model, write_topic_csv
 from transformers import AutoTokenizer, pipeline
 
-from distilnlp.cli import main
+from distilnlp.commands.cli import main
 
 
 def test_export_then_benchmark_from_the_command_line(tmp_path, capsys):

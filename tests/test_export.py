@@ -22,13 +22,8 @@ from transformers import (
     pipeline,
 )
 
-from distilnlp.export import (
-    PRESETS,
-    ExportArguments,
-    ParityError,
-    check_parity,
-    export_model,
-)
+from distilnlp.onnx import ExportArguments, ParityError, check_parity, export_model
+from distilnlp.onnx.quantize import PRESETS
 
 WORDS = EXPORT_WORDS
 TEXTS = [" ".join(WORDS[(7 * i + 13 * j) % len(WORDS)] for j in range(3 + i % 20)) for i in range(40)]

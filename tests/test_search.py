@@ -10,10 +10,10 @@ from tiny import save_tiny_model, tiny_pair, token_dataset, write_topic_csv
 from transformers.trainer_utils import HPSearchBackend
 
 from distilnlp import DistillationTrainer, DistillationTrainingArguments
-from distilnlp.cli import main
+from distilnlp.commands.cli import main
+from distilnlp.commands.search import SearchArguments, recipe_values
+from distilnlp.commands.stages import DistillArguments
 from distilnlp.data import DataArguments
-from distilnlp.pipeline import DistillArguments
-from distilnlp.search import SearchArguments, recipe_values
 from distilnlp.teacher_cache import TeacherCache
 
 pytest.importorskip("optuna")
@@ -132,7 +132,7 @@ def test_cache_teacher_command_builds_once_and_rebuilds_when_stale(tmp_path, set
 def test_offline_recipes_parse(name, types, tmp_path):
     from pathlib import Path
 
-    from distilnlp.config import parse_config
+    from distilnlp.commands.config import parse_config
 
     recipe = Path(__file__).parent.parent / "recipes" / name
     parsed = parse_config(types, [str(recipe), "--output_dir", str(tmp_path)])

@@ -1,4 +1,4 @@
-"""create_student / create_student_from_config on tiny random models of every supported architecture."""
+"""create_student / create_random_student on tiny random models of every supported architecture."""
 
 import os
 
@@ -10,8 +10,8 @@ import transformers as tf
 
 from distilnlp.student import (
     SUPPORTED_ARCHITECTURES,
+    create_random_student,
     create_student,
-    create_student_from_config,
     select_teacher_layers,
 )
 
@@ -219,13 +219,13 @@ def test_unsupported_architecture_is_named():
     with pytest.raises(ValueError, match=r"Unsupported architecture 'mpnet'.*bert, roberta, xlm-roberta"):
         create_student(teacher, 2)
     with pytest.raises(ValueError, match=r"Unsupported architecture 'mpnet'"):
-        create_student_from_config(teacher, hidden_size=16)
+        create_random_student(teacher, hidden_size=16)
 
 
 @pytest.mark.parametrize(("model_type", "head"), CASES)
-def test_create_student_from_config_is_narrower(model_type, head):
+def test_create_random_student_is_narrower(model_type, head):
     teacher = _teacher(model_type, head)
-    student = create_student_from_config(
+    student = create_random_student(
         teacher, num_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=24
     )
     assert type(student) is type(teacher)
@@ -245,15 +245,15 @@ def test_create_student_from_config_is_narrower(model_type, head):
     assert logits.shape[-1] == 3
 
 
-def test_create_student_from_config_keeps_unset_fields_and_follows_width():
+def test_create_random_student_keeps_unset_fields_and_follows_width():
     deberta = _teacher("deberta-v2", "seq")
-    student = create_student_from_config(deberta, hidden_size=16, num_attention_heads=2)
+    student = create_random_student(deberta, hidden_size=16, num_attention_heads=2)
     assert student.config.num_hidden_layers == 4
     assert student.config.intermediate_size == 37
     assert student.config.pooler_hidden_size == 16  # square pooler must follow the hidden size
 
     electra = _teacher("electra", "seq")  # embedding_size 16 != hidden 32: kept, projected
-    student = create_student_from_config(electra, hidden_size=8, num_attention_heads=2)
+    student = create_random_student(electra, hidden_size=8, num_attention_heads=2)
     assert student.config.embedding_size == 16
     assert student.electra.embeddings_project.weight.shape == (8, 16)
 
@@ -267,7 +267,7 @@ def test_create_student_from_config_keeps_unset_fields_and_follows_width():
         (dict(intermediate_size=-4), r"intermediate_size must be a positive integer"),
     ],
 )
-def test_create_student_from_config_errors(kwargs, match):
+def test_create_random_student_errors(kwargs, match):
     teacher = _teacher("distilbert", "seq")
     with pytest.raises(ValueError, match=match):
-        create_student_from_config(teacher, **kwargs)
+        create_random_student(teacher, **kwargs)

@@ -11,7 +11,6 @@ from tiny import quick_distillation_args, tiny_pair, tiny_tokenizer, token_datas
 from transformers import DataCollatorWithPadding
 
 from distilnlp import DistillationTrainer
-from distilnlp.fingerprint import weights_fingerprint
 from distilnlp.losses import logit_kl_loss
 from distilnlp.teacher_cache import (
     LOGITS,
@@ -22,9 +21,10 @@ from distilnlp.teacher_cache import (
     TeacherCacheError,
     attach_teacher_logits,
     build_teacher_cache,
+    compute_teacher_logits,
     teacher_cache_fingerprint,
 )
-from distilnlp.teacher_logits import compute_teacher_logits
+from distilnlp.teacher_cache.fingerprint import weights_fingerprint
 
 
 @pytest.fixture(autouse=True)

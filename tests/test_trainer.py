@@ -9,6 +9,7 @@ from tiny import bert_config, pad_collate, quick_distillation_args, tiny_pair, t
 from transformers import BertForSequenceClassification, TrainingArguments
 
 from distilnlp import DistillationTrainer, NonFiniteLossError
+from distilnlp.layers import PROJECTIONS_FILE, pair_key
 from distilnlp.losses import (
     attention_kl_loss,
     hidden_mse_loss,
@@ -16,7 +17,6 @@ from distilnlp.losses import (
     logit_kl_loss,
     logit_mse_loss,
 )
-from distilnlp.projections import PROJECTIONS_FILE, pair_key
 
 
 def make_args(tmp_path, **overrides):

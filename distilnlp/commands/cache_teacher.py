@@ -11,10 +11,10 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from .data import DataArguments
-from .pipeline import DistillArguments, prepare_data
-from .teacher_cache import METADATA_FILE, TeacherCache, TeacherCacheError, build_teacher_cache
-from .training_args import DistillationTrainingArguments
+from ..data import DataArguments
+from ..teacher_cache import METADATA_FILE, TeacherCache, TeacherCacheError, build_teacher_cache
+from ..training_args import DistillationTrainingArguments
+from .stages import DistillArguments, prepare_data
 
 logger = logging.getLogger(__name__)
 

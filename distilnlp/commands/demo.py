@@ -14,12 +14,13 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
-from .benchmark import BenchmarkArguments
-from .data import DataArguments
+from ..artifacts import DISTILL_RESULTS_FILE, EXPORT_SUMMARY_FILE, FINETUNE_RESULTS_FILE, QUANTIZED_FILE
+from ..benchmark import BenchmarkArguments
+from ..data import DataArguments
+from ..onnx import ExportArguments, ParityError
+from ..training_args import DistillationTrainingArguments
 from .deploy import BenchmarkModels, benchmark_models, export_with_task_data
-from .export import ExportArguments, ParityError
-from .pipeline import DistillArguments, FinetuneArguments, distill, finetune, write_json
-from .training_args import DistillationTrainingArguments
+from .stages import DistillArguments, FinetuneArguments, distill, finetune, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def run_demo(demo: DemoArguments) -> dict:
 
     teacher_dir = out / "teacher"
     redo = demo.overwrite  # once a stage runs, every later stage runs too: its inputs changed
-    teacher_results = _cached(teacher_dir / "finetune_results.json", redo)
+    teacher_results = _cached(teacher_dir / FINETUNE_RESULTS_FILE, redo)
     if teacher_results is None:
         redo = True
         print(f"[1/4] Fine-tuning the packaged MiniLM teacher on BBC News -> {teacher_dir}")
@@ -117,7 +118,7 @@ def run_demo(demo: DemoArguments) -> dict:
         teacher_results = finetune(FinetuneArguments(), data_args, args)
 
     student_dir = out / "student"
-    student_results = _cached(student_dir / "distill_results.json", redo)
+    student_results = _cached(student_dir / DISTILL_RESULTS_FILE, redo)
     if student_results is None:
         print(
             f"[2/4] Distilling a {demo.student_layers}-layer student (logits + hidden states + attention) -> {student_dir}"
@@ -143,13 +144,13 @@ def run_demo(demo: DemoArguments) -> dict:
         redo = True
 
     onnx_dir, static_dir = out / "onnx", out / "onnx-static"
-    if _cached(onnx_dir / "distilnlp_export.json", redo) is None:
+    if _cached(onnx_dir / EXPORT_SUMMARY_FILE, redo) is None:
         print(f"[3/4] Exporting the student to ONNX and quantizing it to int8 -> {onnx_dir}")
         export_with_task_data(
             ExportArguments(model_dir=str(student_dir), output_dir=str(onnx_dir)), data_args
         )
     notes = []
-    if demo.static_quantization and _cached(static_dir / "distilnlp_export.json", redo) is None:
+    if demo.static_quantization and _cached(static_dir / EXPORT_SUMMARY_FILE, redo) is None:
         print(f"      and a static-int8 variant calibrated on training texts -> {static_dir}")
         try:
             export_with_task_data(
@@ -159,7 +160,7 @@ def run_demo(demo: DemoArguments) -> dict:
         except ParityError as error:  # reported and left out of the benchmark: never a silent bad model
             notes.append(f"static int8 export rejected by its parity check: {error}")
             print(notes[-1])
-    has_static = demo.static_quantization and not notes and (static_dir / "model_quantized.onnx").is_file()
+    has_static = demo.static_quantization and not notes and (static_dir / QUANTIZED_FILE).is_file()
 
     print(
         f"[4/4] Benchmarking teacher and student (accuracy, latency, throughput, size) -> {out / 'benchmark'}"

@@ -17,12 +17,12 @@ from typing import Any
 import yaml
 from transformers import DataCollatorWithPadding
 
+from ..data import DataArguments
+from ..metrics import compute_classification_metrics
+from ..trainer import DistillationTrainer
+from ..training_args import DistillationTrainingArguments
 from .config import RECIPE_SUFFIXES, load_recipe
-from .data import DataArguments
-from .metrics import compute_classification_metrics
-from .pipeline import DistillArguments, build_student, load_teacher_and_data, write_json
-from .trainer import DistillationTrainer
-from .training_args import DistillationTrainingArguments
+from .stages import DistillArguments, build_student, load_teacher_and_data, write_json
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from transformers import TrainingArguments
 
+from ..data import DataArguments
+from ..training_args import DistillationTrainingArguments
 from .config import parse_config
-from .data import DataArguments
-from .training_args import DistillationTrainingArguments
 
 USAGE = """usage: distilnlp <command> [recipe.yaml] [--flag value ...]
 
@@ -29,7 +29,7 @@ Multi-process: accelerate launch --multi_gpu --num_processes 2 -m distilnlp dist
 
 
 def _finetune(argv: list[str]) -> int:
-    from .pipeline import FinetuneArguments, finetune
+    from .stages import FinetuneArguments, finetune
 
     model_args, data_args, training_args = parse_config(
         (FinetuneArguments, DataArguments, TrainingArguments), argv, prog="distilnlp finetune"
@@ -40,7 +40,7 @@ def _finetune(argv: list[str]) -> int:
 
 
 def _distill(argv: list[str]) -> int:
-    from .pipeline import DistillArguments, distill
+    from .stages import DistillArguments, distill
 
     distill_args, data_args, training_args = parse_config(
         (DistillArguments, DataArguments, DistillationTrainingArguments), argv, prog="distilnlp distill"
@@ -62,8 +62,8 @@ def _demo(argv: list[str]) -> int:
 
 
 def _export(argv: list[str]) -> int:
+    from ..onnx import ExportArguments
     from .deploy import export_with_task_data
-    from .export import ExportArguments
 
     if argv and not argv[0].startswith("-") and not argv[0].endswith((".yaml", ".yml")):
         argv = ["--model_dir", argv[0], *argv[1:]]  # `distilnlp export MODEL_DIR --output OUT_DIR`
@@ -76,7 +76,7 @@ def _export(argv: list[str]) -> int:
 
 
 def _benchmark(argv: list[str]) -> int:
-    from .benchmark import BenchmarkArguments
+    from ..benchmark import BenchmarkArguments
     from .deploy import BenchmarkModels, benchmark_models
 
     models, data_args, bench_args = parse_config(
@@ -88,8 +88,8 @@ def _benchmark(argv: list[str]) -> int:
 
 
 def _cache_teacher(argv: list[str]) -> int:
-    from .offline import cache_teacher
-    from .pipeline import DistillArguments
+    from .cache_teacher import cache_teacher
+    from .stages import DistillArguments
 
     distill_args, data_args, training_args = parse_config(
         (DistillArguments, DataArguments, DistillationTrainingArguments), argv, prog="distilnlp cache-teacher"
@@ -102,8 +102,8 @@ def _cache_teacher(argv: list[str]) -> int:
 
 
 def _search(argv: list[str]) -> int:
-    from .pipeline import DistillArguments
     from .search import SearchArguments, recipe_values, search
+    from .stages import DistillArguments
 
     types = (DistillArguments, DataArguments, DistillationTrainingArguments, SearchArguments)
     distill_args, data_args, training_args, search_args = parse_config(types, argv, prog="distilnlp search")

@@ -31,6 +31,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel
 
+from ..artifacts import ONNX_FILE, QUANTIZED_FILE
 from .fingerprint import MODEL_INPUT_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def _export_onnx(teacher_dir: Path, out_dir: Path, quantize: bool):
     """fp32 (and int8) Optimum ORT models of the teacher in `teacher_dir`, saved under `out_dir`."""
     from optimum.onnxruntime import AutoQuantizationConfig, ORTModelForSequenceClassification, ORTQuantizer
 
-    from .export import default_preset
+    from ..onnx import default_preset
 
     with warnings.catch_warnings():
         # Tracing warns about constants in the attention-mask helpers; parity is checked by the caller.
@@ -117,8 +118,8 @@ def _export_onnx(teacher_dir: Path, out_dir: Path, quantize: bool):
     if not quantize:
         return fp32, None
     config = getattr(AutoQuantizationConfig, default_preset())(is_static=False, per_channel=False)
-    ORTQuantizer.from_pretrained(out_dir, file_name="model.onnx").quantize(config, save_dir=out_dir)
-    int8 = ORTModelForSequenceClassification.from_pretrained(out_dir, file_name="model_quantized.onnx")
+    ORTQuantizer.from_pretrained(out_dir, file_name=ONNX_FILE).quantize(config, save_dir=out_dir)
+    int8 = ORTModelForSequenceClassification.from_pretrained(out_dir, file_name=QUANTIZED_FILE)
     return fp32, int8
 
 

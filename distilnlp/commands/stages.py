@@ -17,11 +17,12 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from .data import DataArguments, label_names, labeled_subset, load_task_data, tokenize_task_data
-from .metrics import compute_classification_metrics
-from .student import create_student, create_student_from_config
-from .trainer import DistillationTrainer
-from .training_args import DistillationTrainingArguments
+from ..artifacts import DISTILL_RESULTS_FILE, FINETUNE_RESULTS_FILE
+from ..data import DataArguments, label_names, labeled_subset, load_task_data, tokenize_task_data
+from ..metrics import compute_classification_metrics
+from ..student import create_random_student, create_student
+from ..trainer import DistillationTrainer
+from ..training_args import DistillationTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def finetune(model_args: FinetuneArguments, data_args: DataArguments, args: Trai
         "labels": names,
     }
     if trainer.is_world_process_zero():
-        write_json(Path(args.output_dir) / "finetune_results.json", results)
+        write_json(Path(args.output_dir) / FINETUNE_RESULTS_FILE, results)
     if args.push_to_hub:
         trainer.push_to_hub()
     return results
@@ -240,7 +241,7 @@ def build_student(distill_args: DistillArguments, teacher: PreTrainedModel, attn
         )
     depth = distill_args.student_layers or max(1, teacher.config.num_hidden_layers // 2)
     if distill_args.student_hidden_size or distill_args.student_num_attention_heads:
-        return create_student_from_config(
+        return create_random_student(
             teacher,
             num_layers=depth,
             hidden_size=distill_args.student_hidden_size,
@@ -285,7 +286,7 @@ def distill(
     trainer.save_model()
     trainer.create_model_card()
     if trainer.is_world_process_zero():
-        write_json(Path(args.output_dir) / "distill_results.json", results)
+        write_json(Path(args.output_dir) / DISTILL_RESULTS_FILE, results)
     if args.push_to_hub:
         trainer.push_to_hub()
     return results

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from .benchmark import BenchmarkArguments, onnx_stage, run_benchmark, torch_stage
-from .data import DataArguments, load_task_data
-from .export import ExportArguments, ExportResult, export_model
+from ..artifacts import ONNX_FILE, QUANTIZED_FILE
+from ..benchmark import BenchmarkArguments, onnx_stage, run_benchmark, torch_stage
+from ..data import DataArguments, load_task_data
+from ..onnx import ExportArguments, ExportResult, export_model
 
 
 def _texts_and_labels(data_args: DataArguments, split: str, limit: int | None = None) -> tuple[list, list]:
@@ -64,19 +65,17 @@ def benchmark_models(models: BenchmarkModels, data_args: DataArguments, args: Be
     ]
     if models.onnx_dir:
         onnx = Path(models.onnx_dir)
-        stages.append(onnx_stage("student (ONNX fp32)", onnx, "model.onnx", num_threads=args.num_threads))
-        if (onnx / "model_quantized.onnx").is_file():
+        stages.append(onnx_stage("student (ONNX fp32)", onnx, ONNX_FILE, num_threads=args.num_threads))
+        if (onnx / QUANTIZED_FILE).is_file():
             stages.append(
-                onnx_stage(
-                    "student (ONNX int8 dynamic)", onnx, "model_quantized.onnx", num_threads=args.num_threads
-                )
+                onnx_stage("student (ONNX int8 dynamic)", onnx, QUANTIZED_FILE, num_threads=args.num_threads)
             )
     if models.onnx_static_dir:
         stages.append(
             onnx_stage(
                 "student (ONNX int8 static)",
                 models.onnx_static_dir,
-                "model_quantized.onnx",
+                QUANTIZED_FILE,
                 num_threads=args.num_threads,
             )
         )

