@@ -168,6 +168,9 @@ def onnx_stage(
     Loaded with Optimum's `ORTModelForSequenceClassification` on the CPU provider, with `num_threads` intra-op
     threads (default `os.cpu_count()`, like `BenchmarkArguments.num_threads`) and one inter-op thread.
     """
+    from .onnx.tasks import require_onnx
+
+    require_onnx("An ONNX benchmark stage")
     import onnxruntime as ort
     from optimum.onnxruntime import ORTModelForSequenceClassification
 

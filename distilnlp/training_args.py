@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from transformers import TrainingArguments
@@ -13,6 +13,8 @@ from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES
 from .schedules import SCHEDULES, schedule_value
 
 TEACHER_CACHE_BACKENDS = ("torch", "onnx", "onnx-int8")
+# transformers 5 dropped `warmup_ratio` (its `warmup_steps` takes a fraction instead).
+_HAS_WARMUP_RATIO = "warmup_ratio" in {f.name for f in fields(TrainingArguments)}
 # The four scheduled settings, with the range check each start and end value must pass.
 _SCHEDULED = {
     "temperature": ("> 0", lambda v: v > 0),
@@ -40,7 +42,33 @@ def _schedule_help(name: str) -> str:
 
 
 @dataclass
-class DistillationTrainingArguments(TrainingArguments):
+class StageTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus the two fields distilnlp's commands and recipes rely on, which transformers 5
+    removed: `overwrite_output_dir` (start over instead of resuming) and `warmup_ratio` (translated to
+    transformers 5's fractional `warmup_steps`). On transformers 4.57 they are the parent's own fields."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start over in output_dir instead of resuming from its last checkpoint."},
+    )
+    warmup_ratio: float = field(
+        default=0.0, metadata={"help": "Linear warm-up over this fraction of the training steps, in [0, 1)."}
+    )
+
+    def __post_init__(self):
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if self.warmup_ratio and not _HAS_WARMUP_RATIO:
+            if self.warmup_steps:
+                raise ValueError("Set warmup_ratio or warmup_steps, not both.")
+            self.warmup_steps = self.warmup_ratio  # transformers 5: a float in [0, 1) is a ratio
+        if not _has_accelerator():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
+        super().__post_init__()
+
+
+@dataclass
+class DistillationTrainingArguments(StageTrainingArguments):
     """Everything `TrainingArguments` has, plus how the student learns from the teacher.
 
     Total loss: `alpha * L_soft + (1 - alpha) * L_hard + hidden_weight * L_hidden

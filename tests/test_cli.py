@@ -7,13 +7,14 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 from tiny import save_tiny_model, write_topic_csv
-from transformers import AutoModelForSequenceClassification, TrainingArguments
+from transformers import AutoModelForSequenceClassification
 
+import distilnlp
 from distilnlp.commands.cli import main
 from distilnlp.commands.config import parse_config
 from distilnlp.commands.stages import DistillArguments, FinetuneArguments
 from distilnlp.data import DataArguments
-from distilnlp.training_args import DistillationTrainingArguments
+from distilnlp.training_args import DistillationTrainingArguments, StageTrainingArguments
 
 RECIPES = Path(__file__).parent.parent / "recipes"
 DISTILL_TYPES = (DistillArguments, DataArguments, DistillationTrainingArguments)
@@ -61,7 +62,7 @@ def test_recipe_values_are_validated_like_flags(tmp_path):
 @pytest.mark.parametrize(
     ("name", "types"),
     [
-        ("finetune_bbc_news.yaml", (FinetuneArguments, DataArguments, TrainingArguments)),
+        ("finetune_bbc_news.yaml", (FinetuneArguments, DataArguments, StageTrainingArguments)),
         ("distill_bbc_news.yaml", DISTILL_TYPES),
     ],
 )
@@ -191,3 +192,57 @@ def test_distill_resumes_from_the_last_checkpoint(tmp_path):
     assert state["global_step"] == 4
     losses = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert losses == sorted(set(losses))  # no step trained twice
+
+
+def test_yaml_no_and_off_stay_words_for_string_fields(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"teacher: t\noutput_dir: {tmp_path}\nsave_strategy: no\nreport_to: none\nbf16: false\n"
+    )
+    _, _, args = parse_config(DISTILL_TYPES, [str(recipe)])
+    assert args.save_strategy == "no" and not args.bf16
+
+
+def test_recipe_values_are_typed_defaults_and_strings_get_the_flag_type(tmp_path):
+    recipe = write_recipe(
+        tmp_path / "r.yaml", teacher="t", output_dir=str(tmp_path), learning_rate="3e-4", student_layers=2
+    )
+    distill_args, _, args = parse_config(DISTILL_TYPES, [recipe, "--student_layer_selection", "1,3"])
+    assert args.learning_rate == 3e-4 and isinstance(args.learning_rate, float)  # YAML 1.1 reads 3e-4 as text
+    assert distill_args.student_layers == 2 and distill_args.layer_selection == [1, 3]
+
+
+def test_unknown_and_abbreviated_flags_are_errors_with_a_suggestion(tmp_path, capsys):
+    base = ["--teacher", "t", "--output_dir", str(tmp_path)]
+    for flag in ("--learning_rat", "--temprature"):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_config(DISTILL_TYPES, [*base, flag, "0.1"])
+        assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown flag '--learning_rat'. Did you mean '--learning_rate'" in err
+    assert "unknown flag '--temprature'. Did you mean '--temperature'" in err
+
+
+def test_bundled_recipes_are_found_by_name_and_listed(capsys):
+    from distilnlp.commands.recipes import bundled_recipes, resolve_recipe
+
+    names = set(bundled_recipes())
+    assert {"finetune_bbc_news", "distill_bbc_news", "distill_bbc_news_offline", "search_bbc_news"} <= names
+    assert resolve_recipe("distill_bbc_news") == resolve_recipe("distill_bbc_news.yaml")
+    assert resolve_recipe("distill_bbc_news").read_text() == (RECIPES / "distill_bbc_news.yaml").read_text()
+    with pytest.raises(FileNotFoundError, match="neither a file nor a bundled recipe"):
+        resolve_recipe("no_such_recipe")
+    assert main(["recipes"]) == 0
+    assert "distill_bbc_news" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"distilnlp {distilnlp.__version__}"
+
+
+def test_overwrite_output_dir_and_warmup_ratio_work_on_every_transformers_version(tmp_path):
+    args = StageTrainingArguments(output_dir=str(tmp_path), overwrite_output_dir=True, warmup_ratio=0.1)
+    assert args.overwrite_output_dir
+    # transformers 4.57 keeps warmup_ratio itself; 5.x takes the fraction as warmup_steps.
+    assert args.warmup_ratio == 0.1 or args.warmup_steps == 0.1
+    assert args.get_warmup_steps(100) == 10
+    with pytest.raises(ValueError, match=r"warmup_ratio must be in \[0, 1\)"):
+        StageTrainingArguments(output_dir=str(tmp_path), warmup_ratio=1.5)

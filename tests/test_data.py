@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from datasets import ClassLabel, DatasetDict
+from tiny import wordpiece_tokenizer
 from transformers import BertTokenizerFast, HfArgumentParser
 
 from distilnlp.data import DataArguments, label_names, load_bbc_news, load_task_data, tokenize_task_data
@@ -294,10 +295,7 @@ def test_bundled_bbc_news():
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory) -> BertTokenizerFast:
-    words = sorted({w for r in _rows(90) for w in r["text"].split()})
-    vocab = tmp_path_factory.mktemp("tok") / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab))
+    return wordpiece_tokenizer(sorted({w.lower() for r in _rows(90) for w in r["text"].split()}))
 
 
 def test_tokenize_truncates_without_padding(tmp_path, tokenizer):

@@ -11,7 +11,8 @@ from transformers.trainer_utils import HPSearchBackend
 
 from distilnlp import DistillationTrainer, DistillationTrainingArguments
 from distilnlp.commands.cli import main
-from distilnlp.commands.search import SearchArguments, recipe_values
+from distilnlp.commands.config import explicit_values
+from distilnlp.commands.search import SearchArguments
 from distilnlp.commands.stages import DistillArguments
 from distilnlp.data import DataArguments
 from distilnlp.teacher_cache import TeacherCache
@@ -92,7 +93,7 @@ def test_each_trial_sets_up_its_new_student(tmp_path):
         trainer._hp_search_setup(SimpleNamespace(params={"alpha": 2.0}))
 
 
-def test_search_arguments_and_recipe_values(tmp_path):
+def test_search_arguments_and_explicit_values(tmp_path):
     with pytest.raises(ValueError, match="search_alpha must be one value or a range"):
         SearchArguments(search_alpha=[0.9, 0.1])
     with pytest.raises(ValueError, match="search_temperature must be > 0"):
@@ -100,8 +101,25 @@ def test_search_arguments_and_recipe_values(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("teacher: t\nalpha: 0.5\nn_trials: 4\n")
     types = (DistillArguments, DataArguments, DistillationTrainingArguments, SearchArguments)
-    values = recipe_values([str(recipe), "--alpha", "0.7", "--search_alpha", "0.1", "0.3", "--bf16"], types)
-    assert values == {"teacher": "t", "alpha": 0.7, "n_trials": 4, "search_alpha": [0.1, 0.3], "bf16": True}
+    argv = [
+        str(recipe),
+        "--alpha",
+        "0.7",
+        "--search_alpha",
+        "0.1",
+        "0.3",
+        "--bf16",
+        "--no_remove_unused_columns",
+    ]
+    values = explicit_values(types, argv)
+    assert values == {
+        "teacher": "t",
+        "alpha": 0.7,
+        "n_trials": 4,
+        "search_alpha": [0.1, 0.3],
+        "bf16": True,
+        "remove_unused_columns": False,  # a `--no_<flag>` is written as the field, never as `no_<flag>: true`
+    }
 
 
 def test_cache_teacher_command_builds_once_and_rebuilds_when_stale(tmp_path, setup, capsys):

@@ -281,6 +281,7 @@ def test_top_k_soft_targets_are_the_teacher_softmax_renormalised_over_k(tmp_path
     assert loss.item() != pytest.approx(full.item(), rel=1e-3)  # it is an approximation
 
 
+@pytest.mark.onnx
 def test_onnx_backends_reproduce_the_torch_teacher(tmp_path):
     teacher, _ = tiny_pair(num_labels=3)
     data = {"train": token_dataset(40, seed=5)}

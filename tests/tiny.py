@@ -79,17 +79,44 @@ def pad_collate(rows: list[dict]) -> dict[str, torch.Tensor]:
     return batch
 
 
-def tiny_tokenizer(folder):
-    """A BertTokenizerFast over a VOCAB-sized word list written to `folder`."""
-    from pathlib import Path
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
+
+def wordpiece_tokenizer(words, model_max_length: int = 512):
+    """A lower-casing BERT WordPiece tokenizer whose vocabulary is the special tokens then `words`.
+
+    Built from a `tokenizers.Tokenizer`: transformers 5 ignores `BertTokenizerFast(vocab_file=...)`.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast
 
-    words = [f"w{i}" for i in range(VOCAB - 5)]
-    vocab = Path(folder) / "vocab.txt"
-    vocab.parent.mkdir(parents=True, exist_ok=True)
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab))
+    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *words])}
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls, sep = vocab["[CLS]"], vocab["[SEP]"]
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    return BertTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=model_max_length,
+    )
+
+
+def tiny_tokenizer(folder=None):
+    """A WordPiece tokenizer over a VOCAB-sized word list `w0 w1 ...` (saved to `folder` when given)."""
+    tokenizer = wordpiece_tokenizer([f"w{i}" for i in range(VOCAB - len(SPECIAL_TOKENS))])
+    if folder is not None:
+        tokenizer.save_pretrained(folder)
+    return tokenizer
 
 
 def save_tiny_model(folder, num_labels=3, seed=0, layers=4, **config):
@@ -150,15 +177,12 @@ def save_wordpiece_model(path, *, layers: int = 2, token: bool = False, seed: in
     """
     from pathlib import Path
 
-    from transformers import BertTokenizerFast
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *EXPORT_WORDS]
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), model_max_length=128).save_pretrained(path)
+    tokenizer = wordpiece_tokenizer(EXPORT_WORDS, model_max_length=128)
+    tokenizer.save_pretrained(path)
     config = BertConfig(
-        vocab_size=len(vocab),
+        vocab_size=len(tokenizer),
         hidden_size=32,
         num_hidden_layers=layers,
         num_attention_heads=4,

@@ -6,11 +6,9 @@ import logging
 import sys
 from collections.abc import Callable
 
-from transformers import TrainingArguments
-
 from ..data import DataArguments
-from ..training_args import DistillationTrainingArguments
-from .config import parse_config
+from ..training_args import DistillationTrainingArguments, StageTrainingArguments
+from .config import explicit_values, parse_config
 
 USAGE = """usage: distilnlp <command> [recipe.yaml] [--flag value ...]
 
@@ -22,8 +20,10 @@ commands:
   benchmark  accuracy, latency, throughput and size of teacher / student / ONNX student in one run
   cache-teacher  precompute the teacher's logits (--teacher_cache DIR) so `distill` need not run it
   search     tune temperature / alpha / loss weights with Optuna; writes the best as a runnable recipe
+  recipes    list the bundled recipes (use one by name: distilnlp distill distill_bbc_news)
 
 `distilnlp <command> --help` lists every flag; a YAML recipe may set any of them (see recipes/).
+`distilnlp --version` prints the version.
 Multi-process: accelerate launch --multi_gpu --num_processes 2 -m distilnlp distill recipes/distill_bbc_news.yaml
 """
 
@@ -32,7 +32,7 @@ def _finetune(argv: list[str]) -> int:
     from .stages import FinetuneArguments, finetune
 
     model_args, data_args, training_args = parse_config(
-        (FinetuneArguments, DataArguments, TrainingArguments), argv, prog="distilnlp finetune"
+        (FinetuneArguments, DataArguments, StageTrainingArguments), argv, prog="distilnlp finetune"
     )
     results = finetune(model_args, data_args, training_args)
     print(f"teacher test accuracy {results['test_accuracy']:.4f}, macro-F1 {results['test_f1']:.4f}")
@@ -102,14 +102,27 @@ def _cache_teacher(argv: list[str]) -> int:
 
 
 def _search(argv: list[str]) -> int:
-    from .search import SearchArguments, recipe_values, search
+    from .search import SearchArguments, search
     from .stages import DistillArguments
 
     types = (DistillArguments, DataArguments, DistillationTrainingArguments, SearchArguments)
     distill_args, data_args, training_args, search_args = parse_config(types, argv, prog="distilnlp search")
-    result = search(distill_args, data_args, training_args, search_args, recipe_values(argv, types))
+    result = search(distill_args, data_args, training_args, search_args, explicit_values(types, argv))
     best = result["best"]
     print(f"best {result['metric']} {best['value']:.4f} with {best['params']}; recipe: {result['recipe']}")
+    return 0
+
+
+def _recipes(argv: list[str]) -> int:
+    from .recipes import bundled_recipes, describe
+
+    if argv:
+        print(f"distilnlp recipes takes no arguments, got {' '.join(argv)}", file=sys.stderr)
+        return 2
+    for name, path in bundled_recipes().items():
+        print(f"{name:28s} {describe(path)}")
+    print("\nRun one by name (`distilnlp distill distill_bbc_news`) or copy it: `distilnlp recipes` lists")
+    print(f"the files in {next(iter(bundled_recipes().values())).parent}.")
     return 0
 
 
@@ -121,6 +134,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "benchmark": _benchmark,
     "cache-teacher": _cache_teacher,
     "search": _search,
+    "recipes": _recipes,
 }
 
 
@@ -129,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
+    if argv[0] in ("-V", "--version"):
+        from .. import __version__
+
+        print(f"distilnlp {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(
@@ -136,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    for noisy in ("httpx", "urllib3", "datasets", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # distilnlp's own progress at INFO; other libraries' INFO lines (ONNX Runtime's quantizer logs one per
+    # tensor through the root logger) stay hidden.
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("distilnlp").setLevel(logging.INFO)
     return COMMANDS[command](rest)

@@ -12,14 +12,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import TrainingArguments
-
 from ..artifacts import DISTILL_RESULTS_FILE, EXPORT_SUMMARY_FILE, FINETUNE_RESULTS_FILE, QUANTIZED_FILE
 from ..benchmark import BenchmarkArguments
 from ..data import DataArguments
 from ..onnx import ExportArguments, ParityError
-from ..training_args import DistillationTrainingArguments
+from ..training_args import DistillationTrainingArguments, StageTrainingArguments
+from .config import parse_config
 from .deploy import BenchmarkModels, benchmark_models, export_with_task_data
+from .recipes import resolve_recipe
 from .stages import DistillArguments, FinetuneArguments, distill, finetune, write_json
 
 logger = logging.getLogger(__name__)
@@ -27,31 +27,35 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DemoArguments:
-    """Knobs of the demo; the defaults are the bundled, measured configuration."""
+    """Knobs of the demo. The training settings are the bundled recipes' (`distilnlp recipes`); the fields
+    left unset here keep the recipes' values."""
 
     output_dir: str = field(
         default="distilnlp-demo", metadata={"help": "Folder for every artifact of the demo."}
     )
-    student_layers: int = field(
-        default=1,
+    finetune_recipe: str = field(
+        default="finetune_bbc_news",
+        metadata={"help": "Recipe of the teacher stage (a bundled name or a file)."},
+    )
+    distill_recipe: str = field(
+        default="distill_bbc_news",
+        metadata={"help": "Recipe of the student stage (a bundled name or a file)."},
+    )
+    student_layers: int | None = field(
+        default=None,
         metadata={
-            "help": "Student depth (the MiniLM teacher has 6). 1 layer is the measured default: over 98.5% of the "
-            "teacher's accuracy at over 10x lower int8 latency; 2 layers keep all of it at about 9x."
+            "help": "Student depth (the MiniLM teacher has 6); default: the recipe's (1 layer: over 98.5% of the "
+            "teacher's accuracy at over 10x lower int8 latency; 2 layers keep all of it at about 9x)."
         },
     )
-    teacher_epochs: float = field(default=2.0, metadata={"help": "Epochs of teacher fine-tuning."})
-    student_epochs: float = field(default=3.0, metadata={"help": "Epochs of distillation."})
-    teacher_learning_rate: float = field(
-        default=1e-4, metadata={"help": "Teacher fine-tuning learning rate."}
+    teacher_epochs: float | None = field(
+        default=None, metadata={"help": "Teacher epochs; default: the recipe's."}
     )
-    student_learning_rate: float = field(default=2e-4, metadata={"help": "Distillation learning rate."})
-    batch_size: int = field(default=16, metadata={"help": "Training batch size of both stages."})
-    max_length: int = field(default=128, metadata={"help": "Tokens per article (longer ones are truncated)."})
+    student_epochs: float | None = field(
+        default=None, metadata={"help": "Student epochs; default: the recipe's."}
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Train on only this many articles (a quick smoke run)."}
-    )
-    seed: int = field(
-        default=42, metadata={"help": "Seed of the split, the initialisation and the data order."}
     )
     overwrite: bool = field(default=False, metadata={"help": "Redo stages whose results already exist."})
     static_quantization: bool = field(
@@ -62,36 +66,32 @@ class DemoArguments:
     )
 
     def __post_init__(self):
-        if self.student_layers < 1:
+        if self.student_layers is not None and self.student_layers < 1:
             raise ValueError(f"student_layers must be >= 1, got {self.student_layers}.")
-        for name in ("teacher_epochs", "student_epochs", "teacher_learning_rate", "student_learning_rate"):
-            if getattr(self, name) <= 0:
+        for name in ("teacher_epochs", "student_epochs"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
 
 
-def stage_training_args(
-    demo: DemoArguments, folder: Path, epochs: float, learning_rate: float, cls=TrainingArguments, **overrides
-):
-    """The demo's training arguments for one stage; `overrides` replace any of them."""
-    settings = dict(
-        output_dir=str(folder),
-        num_train_epochs=epochs,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=demo.batch_size,
-        per_device_eval_batch_size=64,
-        warmup_ratio=0.1,
-        weight_decay=0.01,
-        eval_strategy="no",
-        save_strategy="steps",
-        save_steps=50,
-        save_total_limit=1,
-        logging_steps=25,
-        seed=demo.seed,
-        report_to="none",
-        dataloader_pin_memory=False,
-        overwrite_output_dir=demo.overwrite,
-    )
-    return cls(**(settings | overrides))
+def _flags(**values) -> list[str]:
+    """`--name value` for each value that is set: the demo's overrides of a recipe."""
+    return [
+        token for name, value in values.items() if value is not None for token in (f"--{name}", str(value))
+    ]
+
+
+def stage_config(recipe: str, dataclass_types, **overrides) -> tuple:
+    """Parse a bundled recipe with the demo's overrides, exactly as `distilnlp <command> RECIPE --flags` would."""
+    return parse_config(dataclass_types, [str(resolve_recipe(recipe)), *_flags(**overrides)])
+
+
+def args_layers(distill_args: DistillArguments) -> str:
+    return str(distill_args.student_layers) if distill_args.student_layers else "half-depth"
+
+
+def loss_names(args: DistillationTrainingArguments) -> str:
+    weights = {"logits": args.alpha, "hidden states": args.hidden_weight, "attention": args.attention_weight}
+    return " + ".join(name for name, weight in weights.items() if weight > 0) or "hard labels"
 
 
 def _cached(path: Path, overwrite: bool) -> dict | None:
@@ -104,42 +104,39 @@ def _cached(path: Path, overwrite: bool) -> dict | None:
 def run_demo(demo: DemoArguments) -> dict:
     """Fine-tune, distill, export to int8 ONNX, benchmark every stage; print and save the report."""
     out = Path(demo.output_dir)
-    data_args = DataArguments(
-        max_length=demo.max_length, split_seed=demo.seed, max_train_samples=demo.max_train_samples
-    )
-
-    teacher_dir = out / "teacher"
+    teacher_dir, student_dir = out / "teacher", out / "student"
     redo = demo.overwrite  # once a stage runs, every later stage runs too: its inputs changed
     teacher_results = _cached(teacher_dir / FINETUNE_RESULTS_FILE, redo)
     if teacher_results is None:
         redo = True
         print(f"[1/4] Fine-tuning the packaged MiniLM teacher on BBC News -> {teacher_dir}")
-        args = stage_training_args(demo, teacher_dir, demo.teacher_epochs, demo.teacher_learning_rate)
-        teacher_results = finetune(FinetuneArguments(), data_args, args)
+        model_args, data_args, args = stage_config(
+            demo.finetune_recipe,
+            (FinetuneArguments, DataArguments, StageTrainingArguments),
+            output_dir=teacher_dir,
+            num_train_epochs=demo.teacher_epochs,
+            max_train_samples=demo.max_train_samples,
+            overwrite_output_dir=demo.overwrite,
+        )
+        teacher_results = finetune(model_args, data_args, args)
 
-    student_dir = out / "student"
+    # The student stage's recipe also says which data export and benchmark read (same splits and max_length).
+    distill_args, data_args, args = stage_config(
+        demo.distill_recipe,
+        (DistillArguments, DataArguments, DistillationTrainingArguments),
+        output_dir=student_dir,
+        teacher=teacher_dir,
+        student_layers=demo.student_layers,
+        num_train_epochs=demo.student_epochs,
+        max_train_samples=demo.max_train_samples,
+        # A student checkpoint of an older teacher must not be resumed.
+        overwrite_output_dir=redo,
+    )
     student_results = _cached(student_dir / DISTILL_RESULTS_FILE, redo)
     if student_results is None:
         print(
-            f"[2/4] Distilling a {demo.student_layers}-layer student (logits + hidden states + attention) -> {student_dir}"
+            f"[2/4] Distilling a {args_layers(distill_args)}-layer student ({loss_names(args)}) -> {student_dir}"
         )
-        args = stage_training_args(
-            demo,
-            student_dir,
-            demo.student_epochs,
-            demo.student_learning_rate,
-            cls=DistillationTrainingArguments,
-            temperature=2.0,
-            alpha=0.5,
-            hidden_weight=1.0,
-            attention_weight=1.0,
-            hidden_loss="mse",
-            attention_loss="kl",
-            layer_mapping="uniform",
-            # A student checkpoint of an older teacher must not be resumed.
-            overwrite_output_dir=redo,
-        )
-        distill_args = DistillArguments(teacher=str(teacher_dir), student_layers=demo.student_layers)
         student_results = distill(distill_args, data_args, args)
         redo = True
 

@@ -21,7 +21,6 @@ from ..data import DataArguments
 from ..metrics import compute_classification_metrics
 from ..trainer import DistillationTrainer
 from ..training_args import DistillationTrainingArguments
-from .config import RECIPE_SUFFIXES, load_recipe
 from .stages import DistillArguments, build_student, load_teacher_and_data, write_json
 
 logger = logging.getLogger(__name__)
@@ -104,43 +103,6 @@ class SearchArguments:
         return space
 
 
-def recipe_values(argv: list[str], dataclass_types) -> dict[str, Any]:
-    """The configuration a command line states: the recipe's mapping with the flags after it applied.
-
-    Flag values are read as YAML scalars (so `--alpha 0.7` gives 0.7), several values as a list, a bare
-    flag as `true`.
-    """
-    values: dict[str, Any] = {}
-    if argv and argv[0].endswith(RECIPE_SUFFIXES):
-        values.update(load_recipe(argv[0], dataclass_types))
-        argv = argv[1:]
-    key, items = None, []
-
-    def flush():
-        if key is not None:
-            values[key] = True if not items else items[0] if len(items) == 1 else items
-
-    for token in argv:
-        if token.startswith("--"):
-            flush()
-            key, _, inline = token[2:].partition("=")
-            items = [_scalar(inline)] if inline else []
-        else:
-            items.append(_scalar(token))
-    flush()
-    return values
-
-
-def _scalar(token: str) -> Any:
-    # Numbers first: YAML 1.1 reads "1e-3" as a string.
-    for kind in (int, float):
-        try:
-            return kind(token)
-        except ValueError:
-            pass
-    return yaml.safe_load(token)
-
-
 def write_best_recipe(path: Path, base: dict[str, Any], best: dict[str, float], header: str) -> None:
     search_fields = {f.name for f in dataclasses.fields(SearchArguments)}
     recipe = {k: v for k, v in base.items() if k not in search_fields}
@@ -158,8 +120,8 @@ def search(
 ) -> dict:
     """Run the search; returns the best trial, all trials and the path of the written recipe.
 
-    `base_recipe` is the configuration to write the best values into (see `recipe_values`); by default the
-    non-search fields given on the dataclasses are not known, so pass it for a runnable recipe.
+    `base_recipe` is the configuration to write the best values into (`commands.config.explicit_values` of
+    the command line); without it the recipe holds only the searched values and the output folder.
     """
     import optuna
 
@@ -226,4 +188,4 @@ def search(
     return result
 
 
-__all__ = ["SearchArguments", "recipe_values", "search"]
+__all__ = ["SearchArguments", "search"]

@@ -56,7 +56,7 @@ from .quantize import (
     _quantization_config,
     default_preset,
 )
-from .tasks import _task, _torch_model_class, ort_model_class
+from .tasks import _task, _torch_model_class, ort_model_class, require_onnx
 
 logger = logging.get_logger(__name__)
 
@@ -174,6 +174,7 @@ def export_model(
     Raises:
         ParityError: a graph does not reproduce its reference within the thresholds.
     """
+    require_onnx()
     from optimum.onnxruntime import ORTConfig, ORTOptimizer, ORTQuantizer
 
     # Validate exactly as the command line does.

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from .tasks import _task, _torch_model_class
+from .tasks import _task, _torch_model_class, require_onnx
 
 logger = logging.get_logger(__name__)
 
@@ -142,6 +142,7 @@ def _parity_batches(
 
 
 def _session(path: str | os.PathLike):
+    require_onnx()
     import onnxruntime as ort
 
     try:

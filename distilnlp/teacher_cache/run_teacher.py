@@ -106,6 +106,9 @@ def _ort_forward(ort_model):
 
 def _export_onnx(teacher_dir: Path, out_dir: Path, quantize: bool):
     """fp32 (and int8) Optimum ORT models of the teacher in `teacher_dir`, saved under `out_dir`."""
+    from ..onnx.tasks import require_onnx
+
+    require_onnx("The onnx / onnx-int8 teacher cache backends")
     from optimum.onnxruntime import AutoQuantizationConfig, ORTModelForSequenceClassification, ORTQuantizer
 
     from ..onnx import default_preset
