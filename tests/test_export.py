@@ -154,7 +154,7 @@ def test_static_quantization_with_histogram_calibration(seq_dir, tmp_path, metho
         quantize="static",
         calibration_method=method,
         calibration_texts=TEXTS,
-        calibration_samples=8,
+        calibration_samples=len(TEXTS),
         parity_samples=16,
         max_length=32,
         min_agreement=0.9,

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ..artifacts import ONNX_FILE, QUANTIZED_FILE
@@ -73,7 +74,9 @@ def _batches(dataset: Dataset, batch_size: int, pad_id: int):
 
 def _run(dataset: Dataset, batch_size: int, pad_id: int, forward) -> np.ndarray:
     logits = None
-    for index, batch in _batches(dataset, batch_size, pad_id):
+    batches = _batches(dataset, batch_size, pad_id)
+    total = -(-len(dataset) // batch_size)
+    for index, batch in tqdm(batches, total=total, desc="teacher logits", unit="batch", disable=None):
         out = np.asarray(forward(batch), dtype=np.float32)
         if logits is None:
             logits = np.empty((len(dataset), out.shape[-1]), dtype=np.float32)

@@ -1,0 +1,80 @@
+"""The install metadata stays true: the lock files satisfy pyproject.toml, and the wheel's package list
+matches the tree (it is explicit because `recipes/` ships as `distilnlp.recipes`)."""
+
+from pathlib import Path
+
+import pytest
+import tomllib
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+ROOT = Path(__file__).parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def pins(name: str) -> dict[str, Version]:
+    pinned = {}
+    for line in (ROOT / name).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            requirement = Requirement(line)
+            (specifier,) = requirement.specifier
+            assert specifier.operator == "==", f"{name}: {line} is not an exact pin"
+            pinned[canonicalize_name(requirement.name)] = Version(specifier.version)
+    return pinned
+
+
+def requirements(extras: tuple[str, ...]) -> list[Requirement]:
+    """The core requirements plus those of `extras`, following `distilnlp[...]` self-references."""
+    project = PYPROJECT["project"]
+    found = [Requirement(r) for r in project["dependencies"]]
+    todo, seen = list(extras), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for text in project["optional-dependencies"][extra]:
+            requirement = Requirement(text)
+            if canonicalize_name(requirement.name) == "distilnlp":
+                todo.extend(requirement.extras)
+            else:
+                found.append(requirement)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("lock", "extras", "transformers_major"),
+    [
+        ("constraints.txt", ("demo", "onnx", "dev"), 4),
+        ("constraints-transformers5.txt", ("demo", "dev"), 5),
+    ],
+)
+def test_lock_file_satisfies_pyproject(lock, extras, transformers_major):
+    pinned = pins(lock)
+    for requirement in requirements(extras):
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{lock} does not pin {requirement.name} (pyproject.toml needs {requirement})"
+        assert requirement.specifier.contains(pinned[name], prereleases=True), (
+            f"{lock} pins {requirement.name}=={pinned[name]}, outside pyproject.toml's {requirement}"
+        )
+    assert pinned["transformers"].major == transformers_major
+    assert pinned["torch"] == Version("2.13.0")  # the local CPU wheel; any other version pulls CUDA builds
+
+
+def test_wheel_package_list_matches_the_tree():
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "distilnlp").rglob("__init__.py")
+    }
+    assert listed == on_disk | {"distilnlp.recipes"}
+    assert PYPROJECT["tool"]["setuptools"]["package-dir"] == {"distilnlp.recipes": "recipes"}
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme_commands = [
+        line for line in (ROOT / "README.md").read_text().splitlines()[:6] if "pip install" in line
+    ]
+    assert len(readme_commands) == 2
+    assert readme_commands[1] in (ROOT / ".ci" / "run").read_text()
