@@ -59,7 +59,8 @@ def test_search_writes_a_recipe_that_distill_runs(tmp_path, setup, capsys):
             )
         )
     )
-    assert main(["search", str(recipe), "--search_seed", "3", "--learning_rate", "1e-3"]) == 0
+    flags = ["--search_seed", "3", "--learning_rate", "1e-3", "--no_dataloader_pin_memory"]
+    assert main(["search", str(recipe), *flags]) == 0
     out = tmp_path / "search"
     trials = json.loads((out / "search_trials.json").read_text())
     assert len(trials["trials"]) == 2 and all(t["state"] == "COMPLETE" for t in trials["trials"])
@@ -69,6 +70,7 @@ def test_search_writes_a_recipe_that_distill_runs(tmp_path, setup, capsys):
     params = trials["best"]["params"]
     assert {k: values[k] for k in params} == pytest.approx(params)
     assert values["learning_rate"] == 1e-3 and values["output_dir"] == str(out / "best")
+    assert values["dataloader_pin_memory"] is False  # a boolean set to false, not `no_<flag>: true`
     assert not any(k.startswith("search_") or k == "n_trials" for k in values)
     assert "best of 2 trials" in best_recipe.read_text()
     assert main(["distill", str(best_recipe)]) == 0
