@@ -24,8 +24,8 @@ from .artifacts import RUN_LOCK_FILE
 logger = logging.getLogger(__name__)
 
 
-class OutputDirLockedError(RuntimeError):
-    """Another live run holds the output folder."""
+class OutputDirLockedError(OSError):
+    """Another live run holds the output folder (an OSError, like a busy resource)."""
 
 
 def _is_main_process() -> bool:

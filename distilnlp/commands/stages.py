@@ -169,6 +169,8 @@ def data_record(data_args: DataArguments) -> dict:
 
 def load_model_folder(loader, path: str, role: str, **kwargs):
     """`loader.from_pretrained(path)` with a one-line error for a missing or incomplete model folder."""
+    if not Path(path).exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+        raise FileNotFoundError(f"The {role} folder {path} does not exist; pass the folder of a saved model.")
     try:
         return loader.from_pretrained(path, **kwargs)
     except OSError as error:
