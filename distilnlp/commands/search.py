@@ -8,6 +8,8 @@ best settings are written back into the recipe, as a YAML file that `distilnlp d
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -71,6 +73,8 @@ class SearchArguments:
             values = getattr(self, f"search_{name}")
             if values is None:
                 continue
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"search_{name} must hold finite numbers, got {values}.")
             if len(values) not in (1, 2) or (len(values) == 2 and values[0] > values[1]):
                 raise ValueError(
                     f"search_{name} must be one value or a range [low high] with low <= high, got {values}."
