@@ -38,7 +38,7 @@ def distill_argv(task, out, *extra):
     return [
         "--teacher", str(teacher), "--dataset", str(data), "--output_dir", str(out), "--student_layers", "2",
         "--max_steps", "6", "--save_steps", "2", "--per_device_train_batch_size", "8", "--report_to", "none",
-        "--use_cpu", "true", "--disable_tqdm", "true", "--seed", "0", *extra,
+        "--use_cpu", "true", "--disable_tqdm", "true", "--seed", "0", "--logging_steps", "1", *extra,
     ]  # fmt: skip
 
 
