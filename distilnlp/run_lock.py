@@ -78,7 +78,9 @@ def acquire(output_dir: str | os.PathLike) -> Path:
             try:
                 os.rename(path, path.with_name(f"{path.name}.stale-{os.getpid()}"))
                 path.with_name(f"{path.name}.stale-{os.getpid()}").unlink()
-                logger.warning("Taking over the lock of %s from PID %s, which is gone.", output_dir, holder.get("pid"))
+                logger.warning(
+                    "Taking over the lock of %s from PID %s, which is gone.", output_dir, holder.get("pid")
+                )
             except FileNotFoundError:
                 pass
             continue

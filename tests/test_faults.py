@@ -48,7 +48,9 @@ def last_line(text: str) -> str:
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()
+    }
 
 
 # -------------------------------------------------------------------------------------------- training runs
@@ -129,7 +131,9 @@ def test_truncated_checkpoint_is_skipped_and_changed_settings_need_consent(task,
     assert "temperature 4.0" in card
 
 
-def test_full_disk_during_a_save_is_one_line_and_the_rerun_resumes(task, tmp_path, capsys, caplog, monkeypatch):
+def test_full_disk_during_a_save_is_one_line_and_the_rerun_resumes(
+    task, tmp_path, capsys, caplog, monkeypatch
+):
     out = tmp_path / "student"
     save_rest = DistillationTrainer._save_optimizer_and_scheduler
 
@@ -142,7 +146,9 @@ def test_full_disk_during_a_save_is_one_line_and_the_rerun_resumes(task, tmp_pat
     assert main(["distill", *distill_argv(task, out)]) == 1
     error = capsys.readouterr().err
     assert "Traceback" not in error
-    assert "No space left on device" in last_line(error) and "resumes from the last complete" in last_line(error)
+    assert "No space left on device" in last_line(error) and "resumes from the last complete" in last_line(
+        error
+    )
     monkeypatch.setattr(DistillationTrainer, "_save_optimizer_and_scheduler", save_rest)
     caplog.set_level(logging.WARNING)
     assert main(["distill", *distill_argv(task, out)]) == 0
@@ -151,7 +157,9 @@ def test_full_disk_during_a_save_is_one_line_and_the_rerun_resumes(task, tmp_pat
 
 
 def test_lock_is_taken_by_the_main_process_only_and_stale_locks_are_taken_over(tmp_path, monkeypatch):
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     (tmp_path / RUN_LOCK_FILE).write_text(
         json.dumps({"pid": int(gone.stdout), "host": os.uname().nodename, "started": 0})
     )
@@ -175,7 +183,9 @@ def test_flipped_bytes_anywhere_in_the_cache_are_caught_before_arrow_reads_them(
     from distilnlp.training_args import DistillationTrainingArguments
 
     teacher, data = task
-    args = DistillationTrainingArguments(output_dir=str(tmp_path / "run"), teacher_cache=str(tmp_path / "cache"))
+    args = DistillationTrainingArguments(
+        output_dir=str(tmp_path / "run"), teacher_cache=str(tmp_path / "cache")
+    )
     distill_args, data_args = DistillArguments(teacher=str(teacher)), DataArguments(dataset=str(data))
     cache, built = cache_teacher(distill_args, data_args, args)
     assert built
@@ -214,7 +224,9 @@ def test_flipped_bytes_anywhere_in_the_cache_are_caught_before_arrow_reads_them(
 def test_failed_export_leaves_a_good_export_untouched_and_foreign_folders_are_refused(tmp_path, capsys):
     model = save_tiny_model(tmp_path / "model", num_labels=3)  # max_position_embeddings = 64
     long_texts = tmp_path / "long.csv"
-    rows = [f'"{" ".join(f"w{(i * 7 + j) % 100 + 5}" for j in range(120))}",{"abc"[i % 3]}' for i in range(30)]
+    rows = [
+        f'"{" ".join(f"w{(i * 7 + j) % 100 + 5}" for j in range(120))}",{"abc"[i % 3]}' for i in range(30)
+    ]
     long_texts.write_text("text,label\n" + "\n".join(rows) + "\n")
     good = tmp_path / "onnx"
     common = ["--dataset", str(long_texts), "--min_agreement", "0.0", "--parity_samples", "8"]

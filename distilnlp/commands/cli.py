@@ -79,9 +79,7 @@ def one_line(error: BaseException) -> str:
     """What went wrong, where, and the fix, on one line."""
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        text += (
-            ". Free some disk space and run the same command again: it resumes from the last complete checkpoint"
-        )
+        text += ". Free some disk space and run the same command again: it resumes from the last complete checkpoint"
     return text
 
 
@@ -208,5 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distilnlp {command}: error: {one_line(error)}{hint}", file=sys.stderr)
         return 2 if isinstance(error, UsageError) else 1
     except KeyboardInterrupt:
-        print(f"distilnlp {command}: interrupted; run it again to resume from the last checkpoint.", file=sys.stderr)
+        print(
+            f"distilnlp {command}: interrupted; run it again to resume from the last checkpoint.",
+            file=sys.stderr,
+        )
         return 130

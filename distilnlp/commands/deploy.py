@@ -91,7 +91,9 @@ def check_labels(config, names: list[str], data_args: DataArguments, static: boo
             f"{message}: static quantization calibrates on the task's own training texts; pass --dataset with "
             "the data the model was trained on."
         )
-    logger.warning("%s; the parity checks use these texts anyway (pass --dataset for the model's own).", message)
+    logger.warning(
+        "%s; the parity checks use these texts anyway (pass --dataset for the model's own).", message
+    )
 
 
 def export_with_task_data(
@@ -154,7 +156,8 @@ def benchmark_models(models: BenchmarkModels, data_args: DataArguments, args: Be
     tokenizer = load_tokenizer(check_model_folder(models.teacher, "teacher"), "teacher")
     check_model_folder(models.student, "student")
     limits = [
-        sequence_limit(AutoConfig.from_pretrained(folder), tokenizer) for folder in (models.teacher, models.student)
+        sequence_limit(AutoConfig.from_pretrained(folder), tokenizer)
+        for folder in (models.teacher, models.student)
     ]
     limit = min((x for x in limits if x is not None), default=None)
     if limit is not None and args.sequence_length > limit:
@@ -176,7 +179,9 @@ def benchmark_models(models: BenchmarkModels, data_args: DataArguments, args: Be
             stages.append(checked_onnx_stage("student (ONNX int8 dynamic)", onnx, QUANTIZED_FILE, args))
     if models.onnx_static_dir:
         stages.append(
-            checked_onnx_stage("student (ONNX int8 static)", Path(models.onnx_static_dir), QUANTIZED_FILE, args)
+            checked_onnx_stage(
+                "student (ONNX int8 static)", Path(models.onnx_static_dir), QUANTIZED_FILE, args
+            )
         )
     texts, labels = _texts_and_labels(data_args, "test")
     return run_benchmark(stages, texts, labels, tokenizer, args)

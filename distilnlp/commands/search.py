@@ -8,10 +8,9 @@ best settings are written back into the recipe, as a YAML file that `distilnlp d
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

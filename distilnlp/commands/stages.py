@@ -160,7 +160,14 @@ def evaluate_on(model: PreTrainedModel, dataset, tokenizer, args: TrainingArgume
 
 
 # Data settings recorded in the results, so `distilnlp export` can calibrate on the model's own task data.
-RECORDED_DATA_FIELDS = ("dataset", "text_column", "label_column", "validation_size", "test_size", "split_seed")
+RECORDED_DATA_FIELDS = (
+    "dataset",
+    "text_column",
+    "label_column",
+    "validation_size",
+    "test_size",
+    "split_seed",
+)
 
 
 def data_record(data_args: DataArguments) -> dict:
@@ -260,7 +267,10 @@ def load_teacher_and_data(
         attn_implementation=attn_implementation,
     )
     tokenizer = load_model_folder(
-        AutoTokenizer, distill_args.teacher, "teacher's tokenizer", trust_remote_code=distill_args.trust_remote_code
+        AutoTokenizer,
+        distill_args.teacher,
+        "teacher's tokenizer",
+        trust_remote_code=distill_args.trust_remote_code,
     )
     _, tokenized, names = prepare_data(data_args, tokenizer)
     if teacher.config.num_labels != len(names):

@@ -36,7 +36,9 @@ def check_model_folder(model_dir: str | os.PathLike, role: str = "model") -> Pat
     """`model_dir` as a Path, or FileNotFoundError saying what is missing (not "could not connect to the Hub")."""
     folder = Path(model_dir)
     if not folder.is_dir():
-        raise FileNotFoundError(f"The {role} folder {folder} does not exist; pass the folder of a saved model.")
+        raise FileNotFoundError(
+            f"The {role} folder {folder} does not exist; pass the folder of a saved model."
+        )
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
             f"The {role} folder {folder} has no config.json: it is not a saved model (save it with "
@@ -131,7 +133,9 @@ def export_model(
 
     model_dir, target = check_model_folder(model_dir), Path(output_dir)
     check_target(target, model_dir, overwrite)
-    max_length = clamp_sequence_length(max_length, AutoConfig.from_pretrained(model_dir), _load_tokenizer(model_dir))
+    max_length = clamp_sequence_length(
+        max_length, AutoConfig.from_pretrained(model_dir), _load_tokenizer(model_dir)
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f"{EXPORT_STAGING_PREFIX}{target.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)

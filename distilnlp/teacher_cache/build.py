@@ -22,10 +22,10 @@ from .format import (
     _check_supported,
     _content_digest,
     _split_dataset,
-    file_digests,
-    metadata_digest,
     _teacher_summary,
     cache_key,
+    file_digests,
+    metadata_digest,
 )
 from .load import TeacherCache
 from .run_teacher import compute_teacher_logits

@@ -10,7 +10,7 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .fingerprint import inputs_fingerprint, tokenizer_fingerprint, weights_fingerprint
+from .fingerprint import combine, inputs_fingerprint, tokenizer_fingerprint, weights_fingerprint
 from .format import (
     CACHE_COLUMNS,
     FORMAT_VERSION,
@@ -24,7 +24,6 @@ from .format import (
     file_digests,
     metadata_digest,
 )
-from .fingerprint import combine
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +62,15 @@ class TeacherCache:
             )
         try:
             key = CacheKey(**metadata["key"]).fingerprint
-            fingerprint = combine({"key": key, "data": {n: s["inputs"] for n, s in metadata["splits"].items()}})
+            fingerprint = combine(
+                {"key": key, "data": {n: s["inputs"] for n, s in metadata["splits"].items()}}
+            )
         except (KeyError, TypeError, AttributeError):
             fingerprint = None
-        if metadata.get("integrity") != metadata_digest(metadata) or metadata.get("fingerprint") != fingerprint:
+        if (
+            metadata.get("integrity") != metadata_digest(metadata)
+            or metadata.get("fingerprint") != fingerprint
+        ):
             raise CorruptTeacherCacheError(
                 f"The teacher cache {path} is corrupted: {METADATA_FILE} was changed after the cache was built "
                 "(its digest does not match). Rebuild it (`distilnlp cache-teacher` replaces it)."
