@@ -289,3 +289,35 @@ def test_bad_input_is_one_line_with_exit_status_2_or_1(task, tmp_path, capsys, m
     monkeypatch.setenv("DISTILNLP_DEBUG", "1")
     assert main([*base, "--hidden_weight", "inf"]) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_single_example_class_is_named_when_the_split_cannot_be_stratified(tmp_path, caplog):
+    from distilnlp.data import load_task_data
+
+    rows = [f"w{i} x,{'a' if i < 10 else 'b' if i < 20 else 'lonely'}" for i in range(21)]
+    (tmp_path / "d.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    caplog.set_level(logging.WARNING)
+    splits = load_task_data(
+        DataArguments(dataset=str(tmp_path / "d.csv"), validation_size=0.2, test_size=0.2)
+    )
+    assert sum(len(s) for s in splits.values()) == 21
+    assert "Cannot stratify" in caplog.text and "class(es) ['lonely'] have a single example" in caplog.text
+
+
+def test_export_calibrates_on_the_data_recorded_with_the_model(tmp_path):
+    from distilnlp.commands.deploy import task_data_for
+
+    model = tmp_path / "student"
+    model.mkdir()
+    recorded = {"dataset": "runs/topics.csv", "text_column": "body", "label_column": "topic", "split_seed": 7}
+    (model / "distill_results.json").write_text(json.dumps({"data": recorded}))
+    chosen = task_data_for(model, DataArguments())  # the default dataset (bbc_news) was not asked for
+    assert (chosen.dataset, chosen.text_column, chosen.label_column, chosen.split_seed) == (
+        "runs/topics.csv",
+        "body",
+        "topic",
+        7,
+    )
+    assert (
+        task_data_for(model, DataArguments(dataset="other.csv")).dataset == "other.csv"
+    )  # an explicit choice
