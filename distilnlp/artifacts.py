@@ -9,12 +9,15 @@ from importlib.metadata import PackageNotFoundError, version
 FINETUNE_RESULTS_FILE = "finetune_results.json"
 DISTILL_RESULTS_FILE = "distill_results.json"
 PROJECTIONS_FILE = "distillation_projections.safetensors"
+RUN_SETTINGS_FILE = "distilnlp_run_settings.json"  # distillation settings + length of the run in output_dir
+RUN_LOCK_FILE = "_distilnlp.lock"  # "_" prefix: Trainer.push_to_hub never uploads it
 # distilnlp export (an Optimum model folder)
 ONNX_FILE = "model.onnx"
 OPTIMIZED_FILE = "model_optimized.onnx"
 QUANTIZED_FILE = "model_quantized.onnx"
 EXPORT_SUMMARY_FILE = "distilnlp_export.json"
 ORT_CONFIG_FILE = "ort_config.json"
+EXPORT_STAGING_PREFIX = ".distilnlp-export-"  # temporary sibling folder an export is built in
 # teacher cache
 TEACHER_CACHE_METADATA_FILE = "distilnlp_teacher_cache.json"
 # distilnlp benchmark

@@ -51,6 +51,8 @@ def render_model_card(summary: dict, scores: dict[str, float] | None, model_name
         )
     training = summary["training"]
     lines += [f"| {key.replace('_', ' ')} | {value} |" for key, value in training.items()]
+    for name, (old, new) in (summary.get("changed_on_resume") or {}).items():
+        lines.append(f"| {name} (changed on resume) | {old} before the resumed checkpoint, {new} after |")
     if scores:
         lines += ["", "## Results", "", "| metric | value |", "|---|---|"]
         lines += [f"| {name} | {value:.4f} |" for name, value in scores.items()]
@@ -107,6 +109,8 @@ def distillation_summary(trainer) -> dict:
             {k: cache[k] for k in ("path", "fingerprint", "backend", "key")} if cache is not None else None
         ),
         "layer_mapping": args.layer_mapping,
+        # {setting: [value before, value after]} when a run was resumed with --allow_changed_settings.
+        "changed_on_resume": getattr(trainer, "changed_settings", None) or {},
         "hidden_pairs": [list(p) for p in trainer.hidden_pairs],
         "attention_pairs": [list(p) for p in trainer.attention_pairs],
         "teacher_layers_copied": getattr(student.config, "distilnlp_teacher_layers", None),

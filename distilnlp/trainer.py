@@ -12,6 +12,7 @@ import torch
 from transformers import PreTrainedModel, Trainer
 
 from .counts import ItemCounts
+from .distributed import settle_gloo_workers_at_exit
 from .layers import (
     PROJECTIONS_FILE,
     attach_projections,
@@ -321,6 +322,7 @@ class DistillationTrainer(Trainer):
         return ItemCounts.of_batch(inputs), 1
 
     def train(self, *args, **kwargs):
+        settle_gloo_workers_at_exit()  # no SIGABRT at exit after a gloo run (see `distilnlp.distributed`)
         try:
             return super().train(*args, **kwargs)
         finally:

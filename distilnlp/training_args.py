@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 
@@ -158,6 +159,14 @@ class DistillationTrainingArguments(StageTrainingArguments):
             "student:teacher pairs such as '1:2,2:4,3:6' (0 = embedding output)."
         },
     )
+    allow_changed_settings: bool = field(
+        default=False,
+        metadata={
+            "help": "Allow resuming a checkpoint with other distillation settings (temperature, alpha, loss "
+            "weights, losses, schedules, layer_mapping) than it was trained with; the model card records both. "
+            "Off: such a resume is an error that lists the differences."
+        },
+    )
 
     def __post_init__(self):
         self.validate_distillation()
@@ -169,6 +178,11 @@ class DistillationTrainingArguments(StageTrainingArguments):
 
     def validate_distillation(self) -> None:
         """Check every distillation field (also re-run after a hyper-parameter search sets new values)."""
+        for name in _SCHEDULED:
+            for key in (name, f"{name}_end"):
+                value = getattr(self, key)
+                if value is not None and not math.isfinite(value):
+                    raise ValueError(f"{key} must be a finite number, got {value}.")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
         if not 0.0 <= self.alpha <= 1.0:

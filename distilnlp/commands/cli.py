@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable
 
 from ..data import DataArguments
@@ -24,14 +29,64 @@ commands:
 
 `distilnlp <command> --help` lists every flag; a YAML recipe may set any of them (see recipes/).
 `distilnlp --version` prints the version.
+Errors print one line (exit status 2: wrong arguments, 1: the command failed); --debug or DISTILNLP_DEBUG=1
+prints the traceback too.
 Multi-process: accelerate launch --multi_gpu --num_processes 2 -m distilnlp distill recipes/distill_bbc_news.yaml
 """
+
+
+class UsageError(ValueError):
+    """The command line or recipe is wrong: exit status 2."""
+
+
+def parse(dataclass_types, argv: list[str], prog: str) -> tuple:
+    """`parse_config`, with argparse's and the dataclasses' complaints turned into one-line `UsageError`s."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            parsed = parse_config(dataclass_types, argv, prog=prog)
+        sys.stderr.write(captured.getvalue())  # warnings raised while parsing
+        return parsed
+    except SystemExit as exit_:
+        if not exit_.code:  # --help
+            raise
+        lines = [line for line in captured.getvalue().splitlines() if line.strip()]
+        message = lines[-1] if lines else f"invalid arguments (exit {exit_.code})"
+        raise UsageError(message.removeprefix(f"{prog}: error: ") + f"; see `{prog} --help`.") from None
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from error
+
+
+# The failures a command reports in one line (the package's own errors subclass these).
+HANDLED_ERRORS = (ValueError, OSError, ImportError, FloatingPointError)
+DEBUG_OPTIONS = ("underflow_overflow", "tpu_metrics_debug")  # TrainingArguments' own --debug values
+
+
+def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
+    """Remove distilnlp's `--debug` from argv (TrainingArguments' `--debug underflow_overflow` stays)."""
+    debug = os.environ.get("DISTILNLP_DEBUG", "") not in ("", "0", "false")
+    kept = []
+    for i, token in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else ""
+        if token == "--debug" and not any(option in following for option in DEBUG_OPTIONS):
+            debug = True
+            continue
+        kept.append(token)
+    return debug, kept
+
+
+def one_line(error: BaseException) -> str:
+    """What went wrong, where, and the fix, on one line."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        text += ". Free some disk space and run the same command again: it resumes from the last complete checkpoint"
+    return text
 
 
 def _finetune(argv: list[str]) -> int:
     from .stages import FinetuneArguments, finetune
 
-    model_args, data_args, training_args = parse_config(
+    model_args, data_args, training_args = parse(
         (FinetuneArguments, DataArguments, StageTrainingArguments), argv, prog="distilnlp finetune"
     )
     results = finetune(model_args, data_args, training_args)
@@ -42,7 +97,7 @@ def _finetune(argv: list[str]) -> int:
 def _distill(argv: list[str]) -> int:
     from .stages import DistillArguments, distill
 
-    distill_args, data_args, training_args = parse_config(
+    distill_args, data_args, training_args = parse(
         (DistillArguments, DataArguments, DistillationTrainingArguments), argv, prog="distilnlp distill"
     )
     results = distill(distill_args, data_args, training_args)
@@ -56,19 +111,21 @@ def _distill(argv: list[str]) -> int:
 def _demo(argv: list[str]) -> int:
     from .demo import DemoArguments, run_demo
 
-    (demo_args,) = parse_config((DemoArguments,), argv, prog="distilnlp demo")
+    (demo_args,) = parse((DemoArguments,), argv, prog="distilnlp demo")
     run_demo(demo_args)
     return 0
 
 
 def _export(argv: list[str]) -> int:
     from ..onnx import ExportArguments
-    from .deploy import export_with_task_data
+    from .deploy import ExportTargetArguments, export_with_task_data
 
     if argv and not argv[0].startswith("-") and not argv[0].endswith((".yaml", ".yml")):
         argv = ["--model_dir", argv[0], *argv[1:]]  # `distilnlp export MODEL_DIR --output OUT_DIR`
-    export_args, data_args = parse_config((ExportArguments, DataArguments), argv, prog="distilnlp export")
-    result = export_with_task_data(export_args, data_args)
+    export_args, data_args, target_args = parse(
+        (ExportArguments, DataArguments, ExportTargetArguments), argv, prog="distilnlp export"
+    )
+    result = export_with_task_data(export_args, data_args, overwrite=target_args.overwrite)
     for name, report in result.parity.items():
         print(f"parity check passed, {name} vs its reference: {report}")
     print(f"ONNX model written to {result.output_dir}")
@@ -79,7 +136,7 @@ def _benchmark(argv: list[str]) -> int:
     from ..benchmark import BenchmarkArguments
     from .deploy import BenchmarkModels, benchmark_models
 
-    models, data_args, bench_args = parse_config(
+    models, data_args, bench_args = parse(
         (BenchmarkModels, DataArguments, BenchmarkArguments), argv, prog="distilnlp benchmark"
     )
     results = benchmark_models(models, data_args, bench_args)
@@ -91,7 +148,7 @@ def _cache_teacher(argv: list[str]) -> int:
     from .cache_teacher import cache_teacher
     from .stages import DistillArguments
 
-    distill_args, data_args, training_args = parse_config(
+    distill_args, data_args, training_args = parse(
         (DistillArguments, DataArguments, DistillationTrainingArguments), argv, prog="distilnlp cache-teacher"
     )
     cache, built = cache_teacher(distill_args, data_args, training_args)
@@ -106,7 +163,7 @@ def _search(argv: list[str]) -> int:
     from .stages import DistillArguments
 
     types = (DistillArguments, DataArguments, DistillationTrainingArguments, SearchArguments)
-    distill_args, data_args, training_args, search_args = parse_config(types, argv, prog="distilnlp search")
+    distill_args, data_args, training_args, search_args = parse(types, argv, prog="distilnlp search")
     result = search(distill_args, data_args, training_args, search_args, explicit_values(types, argv))
     best = result["best"]
     print(f"best {result['metric']} {best['value']:.4f} with {best['params']}; recipe: {result['recipe']}")
@@ -155,8 +212,22 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    debug, rest = _debug_requested(rest)
     # distilnlp's own progress at INFO; other libraries' INFO lines (ONNX Runtime's quantizer logs one per
     # tensor through the root logger) stay hidden.
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("distilnlp").setLevel(logging.INFO)
-    return COMMANDS[command](rest)
+    try:
+        return COMMANDS[command](rest)
+    except HANDLED_ERRORS as error:
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else " (--debug shows the traceback)"
+        print(f"distilnlp {command}: error: {one_line(error)}{hint}", file=sys.stderr)
+        return 2 if isinstance(error, UsageError) else 1
+    except KeyboardInterrupt:
+        print(
+            f"distilnlp {command}: interrupted; run it again to resume from the last checkpoint.",
+            file=sys.stderr,
+        )
+        return 130

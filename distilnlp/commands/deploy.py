@@ -2,32 +2,122 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
-from ..artifacts import ONNX_FILE, QUANTIZED_FILE
+from ..artifacts import DISTILL_RESULTS_FILE, FINETUNE_RESULTS_FILE, ONNX_FILE, QUANTIZED_FILE
 from ..benchmark import BenchmarkArguments, onnx_stage, run_benchmark, torch_stage
-from ..data import DataArguments, load_task_data
+from ..data import DataArguments, label_names, load_task_data
+from ..data.sources import BBC_NEWS
 from ..onnx import ExportArguments, ExportResult, export_model
+from ..onnx.atomic import check_model_folder, check_target, sequence_limit
+
+logger = logging.getLogger(__name__)
 
 
-def _texts_and_labels(data_args: DataArguments, split: str, limit: int | None = None) -> tuple[list, list]:
-    dataset = load_task_data(data_args)[split]
+@dataclass
+class ExportTargetArguments:
+    """What `distilnlp export` may do to an existing output folder."""
+
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace a non-empty --output folder that is not a previous distilnlp export (its files are "
+            "deleted). A previous export is always replaced, and only once the new one passed its checks."
+        },
+    )
+
+
+def _texts_and_labels(
+    data_args: DataArguments, split: str, limit: int | None = None, data=None
+) -> tuple[list, list]:
+    dataset = (data if data is not None else load_task_data(data_args))[split]
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
     return list(dataset[data_args.text_column]), list(dataset[data_args.label_column])
 
 
-def export_with_task_data(export_args: ExportArguments, data_args: DataArguments) -> ExportResult:
-    """`export_model` with calibration texts drawn from the training split and parity texts from the test split."""
+def load_tokenizer(folder: str | Path, role: str):
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, TypeError) as error:
+        raise FileNotFoundError(
+            f"The {role} folder {folder} has no usable tokenizer ({str(error).splitlines()[0][:100]}); save it "
+            f"next to the model: tokenizer.save_pretrained({str(folder)!r})."
+        ) from error
+
+
+def recorded_data(model_dir: str | Path) -> dict | None:
+    """The data settings a model was trained with, from its `distill_results.json` / `finetune_results.json`."""
+    for name in (DISTILL_RESULTS_FILE, FINETUNE_RESULTS_FILE):
+        try:
+            data = json.loads((Path(model_dir) / name).read_text()).get("data")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if data:
+            return data
+    return None
+
+
+def task_data_for(model_dir: Path, data_args: DataArguments) -> DataArguments:
+    """The default dataset replaced by the one the model was trained on, when its results file says."""
+    recorded = recorded_data(model_dir)
+    if recorded and data_args.dataset == BBC_NEWS and recorded.get("dataset") != BBC_NEWS:
+        logger.warning(
+            "Using the data %s was trained on (%s, from its results file); pass --dataset for other texts.",
+            model_dir,
+            recorded["dataset"],
+        )
+        return dataclasses.replace(data_args, **recorded)
+    return data_args
+
+
+def check_labels(config, names: list[str], data_args: DataArguments, static: bool) -> None:
+    """The data must be the model's task: same number of classes, same names when the model knows them."""
+    if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+        return
+    model_names = [config.id2label[i] for i in range(config.num_labels)]
+    generic = all(name == f"LABEL_{i}" for i, name in enumerate(model_names))
+    if len(names) == config.num_labels and (generic or model_names == names):
+        return
+    message = f"The model predicts {model_names} but the data {data_args.dataset!r} has the labels {names}"
+    if static:
+        raise ValueError(
+            f"{message}: static quantization calibrates on the task's own training texts; pass --dataset with "
+            "the data the model was trained on."
+        )
+    logger.warning(
+        "%s; the parity checks use these texts anyway (pass --dataset for the model's own).", message
+    )
+
+
+def export_with_task_data(
+    export_args: ExportArguments, data_args: DataArguments, overwrite: bool = False
+) -> ExportResult:
+    """`export_model` with calibration texts drawn from the training split and parity texts from the test split.
+
+    Checked before any work: the model folder and its tokenizer, the output folder (see `ExportTargetArguments`),
+    and that the data is the model's task (static calibration on another task's texts is an error).
+    """
+    model_dir = check_model_folder(export_args.model_dir)
+    check_target(Path(export_args.output_dir), model_dir, overwrite)
+    load_tokenizer(model_dir, "model")
+    static = export_args.quantize == "static"
+    data_args = task_data_for(model_dir, data_args)
+    data = load_task_data(data_args)
+    check_labels(AutoConfig.from_pretrained(model_dir), label_names(data), data_args, static)
     calibration = None
-    if export_args.quantize == "static":
-        calibration, _ = _texts_and_labels(data_args, "train", export_args.calibration_samples)
-    parity, _ = _texts_and_labels(data_args, "test", export_args.parity_samples)
+    if static:
+        calibration, _ = _texts_and_labels(data_args, "train", export_args.calibration_samples, data)
+    parity, _ = _texts_and_labels(data_args, "test", export_args.parity_samples, data)
     return export_model(
         **asdict(export_args),
+        overwrite=overwrite,
         calibration_texts=calibration,
         parity_texts=parity,
         max_length=data_args.max_length,
@@ -58,27 +148,55 @@ class BenchmarkModels:
 
 
 def benchmark_models(models: BenchmarkModels, data_args: DataArguments, args: BenchmarkArguments) -> dict:
-    """Teacher and student in PyTorch fp32, the student in ONNX fp32 / int8: one run, on the test split."""
+    """Teacher and student in PyTorch fp32, the student in ONNX fp32 / int8: one run, on the test split.
+
+    Checked first: both model folders, the teacher's tokenizer, every ONNX file (a truncated one is named, with
+    the command that rewrites it), and `sequence_length` (clamped to what the models accept).
+    """
+    tokenizer = load_tokenizer(check_model_folder(models.teacher, "teacher"), "teacher")
+    check_model_folder(models.student, "student")
+    limits = [
+        sequence_limit(AutoConfig.from_pretrained(folder), tokenizer)
+        for folder in (models.teacher, models.student)
+    ]
+    limit = min((x for x in limits if x is not None), default=None)
+    if limit is not None and args.sequence_length > limit:
+        logger.warning(
+            "sequence_length=%d exceeds what the models accept (%d positions); using %d.",
+            args.sequence_length,
+            limit,
+            limit,
+        )
+        args = dataclasses.replace(args, sequence_length=limit)
     stages = [
         torch_stage("teacher (PyTorch fp32)", models.teacher),
         torch_stage("student (PyTorch fp32)", models.student),
     ]
     if models.onnx_dir:
         onnx = Path(models.onnx_dir)
-        stages.append(onnx_stage("student (ONNX fp32)", onnx, ONNX_FILE, num_threads=args.num_threads))
+        stages.append(checked_onnx_stage("student (ONNX fp32)", onnx, ONNX_FILE, args))
         if (onnx / QUANTIZED_FILE).is_file():
-            stages.append(
-                onnx_stage("student (ONNX int8 dynamic)", onnx, QUANTIZED_FILE, num_threads=args.num_threads)
-            )
+            stages.append(checked_onnx_stage("student (ONNX int8 dynamic)", onnx, QUANTIZED_FILE, args))
     if models.onnx_static_dir:
         stages.append(
-            onnx_stage(
-                "student (ONNX int8 static)",
-                models.onnx_static_dir,
-                QUANTIZED_FILE,
-                num_threads=args.num_threads,
+            checked_onnx_stage(
+                "student (ONNX int8 static)", Path(models.onnx_static_dir), QUANTIZED_FILE, args
             )
         )
     texts, labels = _texts_and_labels(data_args, "test")
-    tokenizer = AutoTokenizer.from_pretrained(models.teacher)
     return run_benchmark(stages, texts, labels, tokenizer, args)
+
+
+def checked_onnx_stage(name: str, folder: Path, file_name: str, args: BenchmarkArguments):
+    """`onnx_stage`, with a one-line error naming a missing or unreadable ONNX file and how to rewrite it."""
+    path = folder / file_name
+    fix = f"re-export it: distilnlp export MODEL_DIR --output {folder}"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; {fix}.")
+    try:
+        return onnx_stage(name, folder, file_name, num_threads=args.num_threads)
+    except Exception as error:  # protobuf / onnxruntime raise their own types for a damaged graph
+        raise ValueError(
+            f"{path} is not a readable ONNX model ({type(error).__name__}: {str(error).splitlines()[0][:120]}); "
+            f"{fix}."
+        ) from error

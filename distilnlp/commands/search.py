@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,8 @@ class SearchArguments:
             values = getattr(self, f"search_{name}")
             if values is None:
                 continue
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"search_{name} must hold finite numbers, got {values}.")
             if len(values) not in (1, 2) or (len(values) == 2 and values[0] > values[1]):
                 raise ValueError(
                     f"search_{name} must be one value or a range [low high] with low <= high, got {values}."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from transformers import (
@@ -15,11 +15,12 @@ from transformers import (
     Trainer,
     TrainingArguments,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..artifacts import DISTILL_RESULTS_FILE, FINETUNE_RESULTS_FILE
+from ..checkpoints import ResumePlan, RunSettingsCallback, plan_resume, run_settings
 from ..data import DataArguments, label_names, labeled_subset, load_task_data, tokenize_task_data
 from ..metrics import compute_classification_metrics
+from ..run_lock import output_dir_lock
 from ..student import create_random_student, create_student
 from ..trainer import DistillationTrainer
 from ..training_args import DistillationTrainingArguments
@@ -158,16 +159,39 @@ def evaluate_on(model: PreTrainedModel, dataset, tokenizer, args: TrainingArgume
     return trainer.evaluate(dataset, metric_key_prefix=prefix)
 
 
-def last_checkpoint(args: TrainingArguments) -> str | None:
-    """Resume from the newest checkpoint in output_dir unless told otherwise: a killed run loses no work."""
-    if args.resume_from_checkpoint:
-        return args.resume_from_checkpoint
-    if args.overwrite_output_dir or not Path(args.output_dir).is_dir():
-        return None
-    checkpoint = get_last_checkpoint(args.output_dir)
-    if checkpoint:
-        logger.warning("Resuming from %s (pass --overwrite_output_dir to start over).", checkpoint)
-    return checkpoint
+# Data settings recorded in the results, so `distilnlp export` can calibrate on the model's own task data.
+RECORDED_DATA_FIELDS = (
+    "dataset",
+    "text_column",
+    "label_column",
+    "validation_size",
+    "test_size",
+    "split_seed",
+)
+
+
+def data_record(data_args: DataArguments) -> dict:
+    return {name: value for name, value in asdict(data_args).items() if name in RECORDED_DATA_FIELDS}
+
+
+def load_model_folder(loader, path: str, role: str, **kwargs):
+    """`loader.from_pretrained(path)` with a one-line error for a missing or incomplete model folder."""
+    if not Path(path).exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+        raise FileNotFoundError(f"The {role} folder {path} does not exist; pass the folder of a saved model.")
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except OSError as error:
+        where = "no such folder" if not Path(path).exists() else "not a complete model folder"
+        raise FileNotFoundError(
+            f"Cannot load the {role} from {path!r}: {where} ({str(error).splitlines()[0][:120]}). Pass the "
+            "folder written by `distilnlp finetune` / `distill` (config.json, weights and tokenizer files)."
+        ) from error
+
+
+def start_stage(args: TrainingArguments, results_file: str) -> tuple[ResumePlan, dict]:
+    """(the resume plan, the settings to record) of a stage about to train into `args.output_dir`."""
+    settings = run_settings(args)
+    return plan_resume(args, settings, results_file), settings
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -179,9 +203,23 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def finetune(model_args: FinetuneArguments, data_args: DataArguments, args: TrainingArguments) -> dict:
-    """Fine-tune a pretrained encoder on the task; saves the teacher and `finetune_results.json`."""
+    """Fine-tune a pretrained encoder on the task; saves the teacher and `finetune_results.json`.
+
+    One run per output_dir at a time (a lock); a rerun resumes the newest complete checkpoint, and a finished
+    run returns its results without training again.
+    """
+    with output_dir_lock(args.output_dir):
+        plan, settings = start_stage(args, FINETUNE_RESULTS_FILE)
+        if plan.finished is not None:
+            return plan.finished
+        return _finetune(model_args, data_args, args, plan, settings)
+
+
+def _finetune(model_args, data_args, args, plan: ResumePlan, settings: dict) -> dict:
     path = resolve_model_path(model_args.model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
+    tokenizer = load_model_folder(
+        AutoTokenizer, path, "tokenizer", trust_remote_code=model_args.trust_remote_code
+    )
     _, tokenized, names = prepare_data(data_args, tokenizer)
     # A plain fine-tune learns from labels alone: rows hidden by labeled_fraction would be all-ignored batches.
     tokenized["train"] = labeled_subset(tokenized["train"])
@@ -194,14 +232,21 @@ def finetune(model_args: FinetuneArguments, data_args: DataArguments, args: Trai
         ignore_mismatched_sizes=True,
         trust_remote_code=model_args.trust_remote_code,
     )
-    trainer = Trainer(model=model, args=args, **task_trainer_kwargs(tokenized, tokenizer))
-    trainer.train(resume_from_checkpoint=last_checkpoint(args))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        callbacks=[RunSettingsCallback(settings, plan.changes, plan.checkpoint)],
+        **task_trainer_kwargs(tokenized, tokenizer),
+    )
+    trainer.train(resume_from_checkpoint=plan.checkpoint)
     trainer.save_model()
+    trainer.save_state()  # the final trainer_state.json: how a rerun knows this run finished
     results = {
         **trainer.evaluate(tokenized["validation"], metric_key_prefix="validation"),
         **trainer.evaluate(tokenized["test"], metric_key_prefix="test"),
         "model": model_args.model_name_or_path,
         "labels": names,
+        "data": data_record(data_args),
     }
     if trainer.is_world_process_zero():
         write_json(Path(args.output_dir) / FINETUNE_RESULTS_FILE, results)
@@ -214,13 +259,18 @@ def load_teacher_and_data(
     distill_args: DistillArguments, data_args: DataArguments, attn_implementation: str | None
 ):
     """(teacher, tokenizer, tokenized splits, label names); the teacher must predict the data's labels."""
-    teacher = AutoModelForSequenceClassification.from_pretrained(
+    teacher = load_model_folder(
+        AutoModelForSequenceClassification,
         distill_args.teacher,
+        "teacher",
         trust_remote_code=distill_args.trust_remote_code,
         attn_implementation=attn_implementation,
     )
-    tokenizer = AutoTokenizer.from_pretrained(
-        distill_args.teacher, trust_remote_code=distill_args.trust_remote_code
+    tokenizer = load_model_folder(
+        AutoTokenizer,
+        distill_args.teacher,
+        "teacher's tokenizer",
+        trust_remote_code=distill_args.trust_remote_code,
     )
     _, tokenized, names = prepare_data(data_args, tokenizer)
     if teacher.config.num_labels != len(names):
@@ -261,21 +311,40 @@ def build_student(distill_args: DistillArguments, teacher: PreTrainedModel, attn
 def distill(
     distill_args: DistillArguments, data_args: DataArguments, args: DistillationTrainingArguments
 ) -> dict:
-    """Distill a student from a fine-tuned teacher; saves the student, its model card and results JSON."""
+    """Distill a student from a fine-tuned teacher; saves the student, its model card and results JSON.
+
+    Reruns resume like `finetune`; resuming with other distillation settings is an error unless
+    `args.allow_changed_settings` (the model card then records both).
+    """
+    with output_dir_lock(args.output_dir):
+        plan, settings = start_stage(args, DISTILL_RESULTS_FILE)
+        if plan.finished is not None:
+            return plan.finished
+        return _distill(distill_args, data_args, args, plan, settings)
+
+
+def _distill(distill_args, data_args, args, plan: ResumePlan, settings: dict) -> dict:
     # Attention losses need attention probabilities, which only the eager implementation returns.
     attn_implementation = "eager" if args.max_weight("attention_weight") > 0 else None
     teacher, tokenizer, tokenized, names = load_teacher_and_data(distill_args, data_args, attn_implementation)
     student = build_student(distill_args, teacher, attn_implementation)
     trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=args, **task_trainer_kwargs(tokenized, tokenizer)
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        callbacks=[RunSettingsCallback(settings, plan.changes, plan.checkpoint)],
+        **task_trainer_kwargs(tokenized, tokenizer),
     )
-    trainer.train(resume_from_checkpoint=last_checkpoint(args))
+    trainer.changed_settings = plan.changes  # recorded in the model card
+    trainer.train(resume_from_checkpoint=plan.checkpoint)
+    trainer.save_state()
 
     results = {
         **evaluate_on(teacher, tokenized["test"], tokenizer, args, "teacher_test"),
         **evaluate_on(student, tokenized["test"], tokenizer, args, "student_test"),
         **trainer.distillation_summary(),
         "labels": names,
+        "data": data_record(data_args),
     }
     trainer.model_card_scores = {
         "teacher accuracy (test)": results["teacher_test_accuracy"],

@@ -6,6 +6,7 @@ encodes it.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import logging
@@ -82,6 +83,22 @@ def _split_of(stem: str) -> str | None:
     return None
 
 
+def _check_utf8(path: Path) -> None:
+    """Text formats must be UTF-8: `datasets` otherwise fails deep inside pandas with no file name."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{path} is not UTF-8 text (byte 0x{block[error.start]:02x} at offset {offset + error.start}); "
+                    f"re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path} > utf8.{path.suffix.lstrip('.')}"
+                ) from None
+            offset += len(block)
+
+
 def _load_files(files: dict[str, list[Path]]) -> DatasetDict:
     splits = {}
     for split, paths in files.items():
@@ -92,6 +109,9 @@ def _load_files(files: dict[str, list[Path]]) -> DatasetDict:
         names = ", ".join(str(p) for p in paths)
         if all(p.stat().st_size == 0 for p in paths):
             raise ValueError(f"Split {split!r} of {names} is empty: the file has no data.")
+        if builder in ("csv", "json"):
+            for path in paths:
+                _check_utf8(path)
         try:
             splits[split] = load_dataset(builder, data_files=[str(p) for p in paths], split="train")
         except Exception as error:  # pandas / pyarrow parse errors are cryptic without the file name

@@ -191,10 +191,30 @@ def _encode_labels(splits: DatasetDict, column: str) -> DatasetDict:
 
 
 def _carve(dataset: Dataset, size: int, seed: int, label_column: str) -> tuple[Dataset, Dataset]:
-    """Split `size` examples off `dataset`, stratified by label when every class is big enough."""
+    """Split `size` examples off `dataset`, stratified by label when every class is big enough.
+
+    When it cannot be (a class with a single example, or fewer held-out rows than classes) the split is
+    random, and a warning names the reason: such a split may leave a class out of training or evaluation.
+    """
     try:
         parts = dataset.train_test_split(test_size=size, seed=seed, stratify_by_column=label_column)
-    except ValueError:  # a class with a single example, or fewer held-out rows than classes
+    except ValueError:
+        labels = np.asarray(dataset[label_column])
+        names = dataset.features[label_column].names
+        classes, counts = np.unique(labels, return_counts=True)
+        single = [names[c] for c, n in zip(classes, counts, strict=True) if n < 2]
+        reason = (
+            f"class(es) {single} have a single example"
+            if single
+            else f"{size} held-out rows are fewer than the {len(classes)} classes"
+        )
+        logger.warning(
+            "Cannot stratify the split of %d held-out rows by %r: %s. Splitting at random; add examples or "
+            "give validation/test files.",
+            size,
+            label_column,
+            reason,
+        )
         parts = dataset.train_test_split(test_size=size, seed=seed)
     return parts["train"], parts["test"]
 

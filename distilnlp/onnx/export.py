@@ -126,8 +126,8 @@ class ExportArguments:
         _check_choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
         if self.calibration_samples < 1:
             raise ValueError(f"calibration_samples must be >= 1; got {self.calibration_samples}.")
-        if not self.max_abs_diff > 0:
-            raise ValueError(f"max_abs_diff must be > 0; got {self.max_abs_diff}.")
+        if not 0 < self.max_abs_diff < float("inf"):
+            raise ValueError(f"max_abs_diff must be a finite number > 0; got {self.max_abs_diff}.")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError(f"min_agreement must be in [0, 1]; got {self.min_agreement}.")
         if self.parity_samples < 1:

@@ -24,6 +24,8 @@ from .format import (
     _split_dataset,
     _teacher_summary,
     cache_key,
+    file_digests,
+    metadata_digest,
 )
 from .load import TeacherCache
 from .run_teacher import compute_teacher_logits
@@ -73,6 +75,7 @@ def build_teacher_cache(
             "rows": len(split),
             "inputs": inputs_fingerprint(dataset),
             "content": _content_digest(split),
+            "files": file_digests(staging / name),
             "seconds": round(runs[name].seconds, 3),
             "fp32_reruns": runs[name].fp32_reruns,
             "topk_mass": mass,
@@ -88,6 +91,7 @@ def build_teacher_cache(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": package_versions(*CORE_PACKAGES),
     }
+    metadata["integrity"] = metadata_digest(metadata)
     (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     if output_dir.exists():
         shutil.rmtree(output_dir)

@@ -12,7 +12,9 @@ Each split holds `teacher_logits` (C float32 per example), or with `top_k` the k
 (ids, masks and order; labels excluded) and, when known, `max_length` and `top_k` all match what it was built
 from (`distilnlp.teacher_cache.fingerprint`). Otherwise `StaleTeacherCacheError` says which part changed. A folder that
 cannot be read, or whose logits no longer match the digests written at build time, raises
-`CorruptTeacherCacheError`.
+`CorruptTeacherCacheError`. The SHA-256 of every file is recorded at build time and checked *before* Arrow
+opens a file (a damaged Arrow file can abort the process inside Arrow), and the metadata carries a digest of
+itself, so an edited key or fingerprint is caught too.
 
 **Top-k.** Only the k largest logits are kept; the soft targets are then the teacher's softmax renormalised
 over those k classes (the other classes get probability 0). Renormalising is exact for the ratios between
@@ -28,6 +30,7 @@ one distribution per token and is rejected with an error.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -43,7 +46,7 @@ from .fingerprint import combine, inputs_fingerprint, tokenizer_fingerprint, wei
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: SHA-256 of every file (checked before Arrow opens it) and of the metadata
 LOGITS = "teacher_logits"
 TOPK_LOGITS = "teacher_topk_logits"
 TOPK_INDICES = "teacher_topk_indices"
@@ -108,6 +111,24 @@ def teacher_cache_fingerprint(
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """{file name: SHA-256} of every file in a split folder (Arrow shards, dataset_info.json, state.json)."""
+    digests = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digests[path.name] = digest.hexdigest()
+    return digests
+
+
+def metadata_digest(metadata: dict) -> str:
+    """SHA-256 of the metadata itself (every field but `integrity`), so an edited fingerprint is caught."""
+    body = {k: v for k, v in metadata.items() if k != "integrity"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _content_digest(split: Dataset) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .fingerprint import inputs_fingerprint, tokenizer_fingerprint, weights_fingerprint
+from .fingerprint import combine, inputs_fingerprint, tokenizer_fingerprint, weights_fingerprint
 from .format import (
     CACHE_COLUMNS,
     FORMAT_VERSION,
@@ -21,6 +21,8 @@ from .format import (
     StaleTeacherCacheError,
     TeacherCacheError,
     _content_digest,
+    file_digests,
+    metadata_digest,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,22 @@ class TeacherCache:
         if metadata.get("format_version") != FORMAT_VERSION:
             raise StaleTeacherCacheError(
                 f"The teacher cache {path} has format version {metadata.get('format_version')}, this distilnlp "
-                f"reads version {FORMAT_VERSION}. Delete the folder and build it again."
+                f"reads version {FORMAT_VERSION}. Rebuild it (`distilnlp cache-teacher` replaces it)."
+            )
+        try:
+            key = CacheKey(**metadata["key"]).fingerprint
+            fingerprint = combine(
+                {"key": key, "data": {n: s["inputs"] for n, s in metadata["splits"].items()}}
+            )
+        except (KeyError, TypeError, AttributeError):
+            fingerprint = None
+        if (
+            metadata.get("integrity") != metadata_digest(metadata)
+            or metadata.get("fingerprint") != fingerprint
+        ):
+            raise CorruptTeacherCacheError(
+                f"The teacher cache {path} is corrupted: {METADATA_FILE} was changed after the cache was built "
+                "(its digest does not match). Rebuild it (`distilnlp cache-teacher` replaces it)."
             )
         return cls(path, metadata)
 
@@ -118,6 +135,7 @@ class TeacherCache:
             raise TeacherCacheError(
                 f"The teacher cache {self.path} has no split {split!r} ({list(self.metadata['splits'])})."
             )
+        self.verify_files(split)
         try:
             data = load_from_disk(str(self.path / split))
             intact = len(data) == record["rows"] and _content_digest(data) == record["content"]
@@ -132,6 +150,18 @@ class TeacherCache:
                 "digest recorded when it was built. Delete the folder and build it again."
             )
         return data
+
+    def verify_files(self, split: str) -> None:
+        """Compare every file of `split` with its SHA-256 from build time, before anything parses it."""
+        folder, recorded = self.path / split, self.metadata["splits"][split].get("files") or {}
+        found = file_digests(folder) if folder.is_dir() else {}
+        for name, digest in recorded.items():
+            if found.get(name) != digest:
+                state = "is missing" if name not in found else "does not match the SHA-256 digest recorded"
+                raise CorruptTeacherCacheError(
+                    f"The teacher cache {self.path} is corrupted: {split}/{name} {state} when it was built. "
+                    "Rebuild it (`distilnlp cache-teacher` replaces it)."
+                )
 
     def attach(self, dataset: Dataset, split: str | None = None) -> Dataset:
         """`dataset` plus the cached columns of the split built from the same inputs (checked)."""
