@@ -96,7 +96,12 @@ class DistillationTrainer(Trainer):
         if model is not None or model_init is None:
             _check_model("model (the student)", model)
         self.teacher_cache_info: dict | None = None  # the cache's metadata, when one is used
-        if args.teacher_cache:
+        if args.teacher_cache and not args.uses_teacher:
+            logger.warning(
+                "teacher_cache is not used: alpha and every feature weight are 0 (plain fine-tuning), so no "
+                "teacher logits are needed."
+            )
+        elif args.teacher_cache:
             train_dataset, eval_dataset, self.teacher_cache_info = attach_teacher_cache(
                 args, teacher_model, processing_class, train_dataset, eval_dataset
             )
@@ -106,7 +111,7 @@ class DistillationTrainer(Trainer):
             if uses_cache
             else None
         )
-        if teacher_model is not None or not uses_cache:
+        if teacher_model is not None or not (uses_cache or not args.uses_teacher):
             _check_model("teacher_model", teacher_model, hint=not uses_cache)
         self.teacher_model = teacher_model
         if teacher_model is not None:
@@ -219,13 +224,17 @@ class DistillationTrainer(Trainer):
 
         student_out = model(**inputs, **requested)
         teacher_out = None
-        if cached_logits is None or requested:  # hidden states / attention maps only come from a live teacher
+        uses_teacher = self.args.uses_teacher  # False: plain fine-tuning, the teacher is never run
+        if uses_teacher and (cached_logits is None or requested):
+            # Hidden states / attention maps only come from a live teacher.
             teacher_out = self._run_teacher(inputs, requested)
         teacher_logits = teacher_out.logits if teacher_out is not None else cached_logits
 
         counts, scale = self._counts(model, inputs)
         mask = inputs.get("attention_mask")
-        components = {"soft": self._soft_loss(student_out.logits, teacher_logits, mask, counts, settings)}
+        components = {}
+        if uses_teacher:
+            components["soft"] = self._soft_loss(student_out.logits, teacher_logits, mask, counts, settings)
         labels = inputs.get("labels")
         if labels is not None and student_out.get("loss") is not None:
             # The model's own loss is a mean over its label entries; re-weight it to the window's count. A

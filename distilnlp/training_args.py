@@ -13,6 +13,8 @@ from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES
 from .schedules import SCHEDULES, schedule_value
 
 TEACHER_CACHE_BACKENDS = ("torch", "onnx", "onnx-int8")
+# Weights of the losses that need the teacher (soft targets, features): all 0 = plain fine-tuning.
+TEACHER_WEIGHTS = ("alpha", "hidden_weight", "attention_weight")
 # The four scheduled settings, with the range check each start and end value must pass.
 _SCHEDULED = {
     "temperature": ("> 0", lambda v: v > 0),
@@ -199,9 +201,14 @@ class DistillationTrainingArguments(TrainingArguments):
         )
 
     def max_weight(self, name: str) -> float:
-        """The largest value `name` ("hidden_weight" / "attention_weight") takes during training."""
-        end = getattr(self, f"{name}_end")
+        """The largest value `name` ("alpha", "hidden_weight", ...) takes during training."""
+        end = getattr(self, f"{name}_end", None)
         return max(getattr(self, name), end if end is not None else 0.0)
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether any teacher signal has a weight above 0 at some step; if not, the teacher is never run."""
+        return any(self.max_weight(name) > 0 for name in TEACHER_WEIGHTS)
 
     @property
     def scheduled(self) -> tuple[str, ...]:
