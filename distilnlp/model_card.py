@@ -34,7 +34,8 @@ def render_model_card(summary: dict, scores: dict[str, float] | None, model_name
         "",
         "## Distillation",
         "",
-        "Loss = alpha * soft + (1 - alpha) * hard + hidden_weight * hidden + attention_weight * attention",
+        "Loss = alpha * soft + (1 - alpha) * hard + hidden_weight * hidden + attention_weight * attention"
+        + (" + relation_weight * relation" if "relation_types" in losses else ""),
         "",
         "| setting | value |",
         "|---|---|",
@@ -42,6 +43,15 @@ def render_model_card(summary: dict, scores: dict[str, float] | None, model_name
         f"| hard labels | weight {round(1 - losses['alpha'], 6)} |",
         f"| hidden states | {losses['hidden_loss']}, weight {losses['hidden_weight']} |",
         f"| attention maps | {losses['attention_loss']}, weight {losses['attention_weight']} |",
+        *(
+            [
+                f"| attention relations (MiniLMv2) | {', '.join(f'{k.upper()}-{k.upper()}' for k in losses['relation_types'])} "
+                f"over {losses['relation_heads']} relation heads, student:teacher "
+                f"{_pairs(losses['relation_layers'])}, weight {losses['relation_weight']} |"
+            ]
+            if "relation_types" in losses
+            else []
+        ),
         f"| layer mapping | `{summary['layer_mapping']}`: student:teacher "
         f"{_pairs(summary['hidden_pairs'] or summary['attention_pairs'])} |",
     ]
@@ -101,6 +111,16 @@ def distillation_summary(trainer) -> dict:
             "hidden_weight": args.hidden_weight,
             "attention_loss": args.attention_loss,
             "attention_weight": args.attention_weight,
+            "relation_weight": args.relation_weight,
+            **(
+                {
+                    "relation_layers": [list(p) for p in trainer.relations.pairs],
+                    "relation_types": list(trainer.relations.kinds),
+                    "relation_heads": trainer.relations.heads,
+                }
+                if getattr(trainer, "relations", None) is not None
+                else {}
+            ),
             **({"schedules": schedules} if schedules else {}),
         },
         "teacher_cache": (

@@ -21,6 +21,7 @@ from .layers import (
 )
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, soft_target_loss_for
 from .model_card import distillation_summary, render_model_card
+from .relations import RelationDistillation
 from .student import disable_attention_probs_dropout
 from .teacher_cache import (
     CACHE_COLUMNS,
@@ -152,13 +153,15 @@ class DistillationTrainer(Trainer):
         # A weight that is 0 now but scheduled to grow still needs its outputs and projections from the start.
         need_hidden = args.max_weight("hidden_weight") > 0
         need_attention = args.max_weight("attention_weight") > 0
+        need_relation = args.max_weight("relation_weight") > 0
         teacher = self.teacher_model
         if teacher is None:
-            if need_hidden or need_attention:
+            if need_hidden or need_attention or need_relation:
                 raise ValueError(
-                    "hidden_weight / attention_weight > 0 need the teacher's hidden states / attention maps, "
-                    "which the teacher cache does not hold: pass teacher_model (cached logits are then not "
-                    "used), or set both weights (and their schedules' ends) to 0."
+                    "hidden_weight / attention_weight / relation_weight > 0 need the teacher's hidden states / "
+                    "attention maps / queries, keys and values, which the teacher cache does not hold: pass "
+                    "teacher_model (cached logits are then not used), or set those weights (and their "
+                    "schedules' ends) to 0."
                 )
             pairs = ()
         else:
@@ -173,6 +176,9 @@ class DistillationTrainer(Trainer):
         self.attention_pairs = tuple((s, t) for s, t in pairs if s > 0) if need_attention else ()
         if need_attention:
             disable_attention_probs_dropout(model)
+        if getattr(self, "relations", None) is not None:  # hooks of a previous student / trial
+            self.relations.remove()
+        self.relations = RelationDistillation(model, teacher, args) if need_relation else None
         self._student_layers = model.config.num_hidden_layers
         student_width = model.config.hidden_size
         if need_hidden and student_width != teacher.config.hidden_size:
@@ -225,8 +231,8 @@ class DistillationTrainer(Trainer):
         student_out = model(**inputs, **requested)
         teacher_out = None
         uses_teacher = self.args.uses_teacher  # False: plain fine-tuning, the teacher is never run
-        if uses_teacher and (cached_logits is None or requested):
-            # Hidden states / attention maps only come from a live teacher.
+        if uses_teacher and (cached_logits is None or requested or self.relations is not None):
+            # Hidden states / attention maps / Q, K, V only come from a live teacher.
             teacher_out = self._run_teacher(inputs, requested)
         teacher_logits = teacher_out.logits if teacher_out is not None else cached_logits
 
@@ -246,12 +252,15 @@ class DistillationTrainer(Trainer):
             components["hidden"] = self._hidden_loss(student_out, teacher_out, mask, counts)
         if self.attention_pairs:
             components["attention"] = self._attention_loss(student_out, teacher_out, mask, counts)
+        if self.relations is not None:
+            components["relation"] = self.relations.loss(mask, counts)
 
         weights = {
             "soft": settings.alpha,
             "hard": 1 - settings.alpha,
             "hidden": settings.hidden_weight,
             "attention": settings.attention_weight,
+            "relation": settings.relation_weight,
         }
         # DDP averages gradients over processes; counts are global, so undo that average.
         components = {name: value * scale for name, value in components.items()}
@@ -364,7 +373,7 @@ class DistillationTrainer(Trainer):
         if mode == "train":
             settings = self.loss_settings()
             logs["temperature"], logs["alpha"] = round(settings.temperature, 6), round(settings.alpha, 6)
-            for name in ("hidden_weight", "attention_weight"):
+            for name in ("hidden_weight", "attention_weight", "relation_weight"):
                 if name in self.args.scheduled:
                     logs[name] = round(getattr(settings, name), 6)
         super().log(logs, start_time)

@@ -83,6 +83,7 @@ def test_the_baseline_needs_no_teacher_and_ignores_a_teacher_cache(tmp_path):
     [
         dict(alpha_schedule="linear", alpha_end=0.5),
         dict(hidden_weight_schedule="linear", hidden_weight_end=1.0),
+        dict(relation_weight_schedule="linear", relation_weight_end=1.0),
     ],
 )
 def test_a_weight_scheduled_to_grow_still_runs_the_teacher(tmp_path, overrides):
