@@ -40,6 +40,15 @@ def render_model_card(summary: dict, scores: dict[str, float] | None, model_name
         "| setting | value |",
         "|---|---|",
         f"| soft targets | T^2-scaled KL at temperature {losses['temperature']}, alpha = {losses['alpha']} |",
+        *(
+            [
+                f"| several teachers | soft targets = weighted mean of {len(summary['ensemble']['teachers'])} "
+                f"teachers' probabilities, weights {summary['ensemble']['weights']}; features from teacher "
+                f"{summary['ensemble']['feature_teacher']} |"
+            ]
+            if "ensemble" in summary
+            else []
+        ),
         f"| hard labels | weight {round(1 - losses['alpha'], 6)} |",
         f"| hidden states | {losses['hidden_loss']}, weight {losses['hidden_weight']} |",
         f"| attention maps | {losses['attention_loss']}, weight {losses['attention_weight']} |",
@@ -123,6 +132,17 @@ def distillation_summary(trainer) -> dict:
             ),
             **({"schedules": schedules} if schedules else {}),
         },
+        **(
+            {
+                "ensemble": {
+                    "teachers": [t.config._name_or_path or type(t).__name__ for t in trainer.teachers],
+                    "weights": [round(w, 6) for w in trainer._teacher_weights.tolist()],
+                    "feature_teacher": args.feature_teacher,
+                }
+            }
+            if len(getattr(trainer, "teachers", [])) > 1
+            else {}
+        ),
         "teacher_cache": (
             {k: cache[k] for k in ("path", "fingerprint", "backend", "key")} if cache is not None else None
         ),

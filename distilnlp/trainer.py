@@ -31,6 +31,14 @@ from .teacher_cache import (
     has_cached_logits,
     pop_cached_logits,
 )
+from .teachers import (
+    as_teacher_list,
+    check_teachers,
+    feature_teacher_of,
+    mix_teacher_logits,
+    split_cached_logits,
+    teacher_weight_tensor,
+)
 from .training_args import DistillationTrainingArguments, LossSettings
 
 logger = logging.getLogger(__name__)
@@ -107,18 +115,25 @@ class DistillationTrainer(Trainer):
                 args, teacher_model, processing_class, train_dataset, eval_dataset
             )
         uses_cache = has_cached_logits(getattr(train_dataset, "column_names", None) or ())
+        teachers = as_teacher_list(teacher_model)
+        self._num_teachers = len(teachers) or (self.teacher_cache_info or {}).get("num_teachers", 1)
+        self._teacher_weights = teacher_weight_tensor(args.teacher_weights, self._num_teachers)
+        width = _cached_width(train_dataset)
         self._cached_num_labels = (
-            (self.teacher_cache_info or {}).get("num_labels") or _cached_width(train_dataset)
+            (self.teacher_cache_info or {}).get("num_labels") or (width and width // self._num_teachers)
             if uses_cache
             else None
         )
-        if teacher_model is not None or not (uses_cache or not args.uses_teacher):
-            _check_model("teacher_model", teacher_model, hint=not uses_cache)
-        self.teacher_model = teacher_model
-        if teacher_model is not None:
-            teacher_model.eval()
-            teacher_model.requires_grad_(False)
-            self._teacher_input_names = set(inspect.signature(teacher_model.forward).parameters)
+        if teachers or not (uses_cache or not args.uses_teacher):
+            for teacher in teachers or [None]:
+                _check_model("teacher_model", teacher, hint=not uses_cache)
+        self.teachers = teachers
+        self.teacher_model = feature_teacher_of(teachers, args.feature_teacher)  # features come from this one
+        for teacher in teachers:
+            teacher.eval()
+            teacher.requires_grad_(False)
+        if self.teacher_model is not None:
+            self._teacher_input_names = set(inspect.signature(self.teacher_model.forward).parameters)
         if model is not None:
             self._setup_student(model, args)
 
@@ -134,8 +149,9 @@ class DistillationTrainer(Trainer):
         # compute_loss normalises over the accumulation window itself (see get_batch_samples), so Trainer
         # must not divide the loss by the number of accumulation steps again.
         self.model_accepts_loss_kwargs = True
-        if teacher_model is not None and not hasattr(teacher_model, "hf_device_map"):
-            teacher_model.to(self.args.device)
+        for teacher in teachers:
+            if not hasattr(teacher, "hf_device_map"):
+                teacher.to(self.args.device)
         self._window_counts: ItemCounts | None = None
         self.model_card_scores: dict[str, float] | None = None  # test scores for the model card, if known
         self._component_totals = {"train": defaultdict(float), "eval": defaultdict(float)}
@@ -166,6 +182,7 @@ class DistillationTrainer(Trainer):
             pairs = ()
         else:
             pairs = check_compatible(model, teacher, args.parsed_layer_mapping, need_hidden, need_attention)
+            check_teachers(model, self.teachers)
         cached_labels = self._cached_num_labels
         if cached_labels is not None and cached_labels != model.config.num_labels:
             raise ValueError(
@@ -234,7 +251,9 @@ class DistillationTrainer(Trainer):
         if uses_teacher and (cached_logits is None or requested or self.relations is not None):
             # Hidden states / attention maps / Q, K, V only come from a live teacher.
             teacher_out = self._run_teacher(inputs, requested)
-        teacher_logits = teacher_out.logits if teacher_out is not None else cached_logits
+        teacher_logits = (
+            self._soft_target_logits(inputs, teacher_out, cached_logits, settings) if uses_teacher else None
+        )
 
         counts, scale = self._counts(model, inputs)
         mask = inputs.get("attention_mask")
@@ -278,15 +297,42 @@ class DistillationTrainer(Trainer):
             return loss, type(student_out)(loss=loss, logits=student_out.logits)
         return loss
 
-    def _run_teacher(self, inputs: dict, requested: dict):
-        if self.teacher_model is None:
+    def _soft_target_logits(self, inputs: dict, teacher_out, cached_logits, settings: LossSettings):
+        """The teacher logits of the soft targets; with several teachers, logits of their mixture at T.
+
+        Each teacher's logits come from the cache when the batch has them, else from the live teachers
+        (the feature teacher's forward is reused).
+        """
+        if self._num_teachers == 1:
+            return teacher_out.logits if teacher_out is not None else cached_logits
+        if cached_logits is not None:
+            per_teacher = split_cached_logits(cached_logits, self._num_teachers)
+        else:
+            feature = self.args.feature_teacher
+            per_teacher = [
+                teacher_out.logits if i == feature else self._run_teacher(inputs, {}, teacher).logits
+                for i, teacher in enumerate(self.teachers)
+            ]
+        problem_type = self.accelerator.unwrap_model(self.model).config.problem_type
+        if per_teacher[0].dim() == 3:  # token classification: one distribution per token
+            problem_type = "single_label_classification"
+        return mix_teacher_logits(per_teacher, self._teacher_weights, settings.temperature, problem_type)
+
+    def _run_teacher(self, inputs: dict, requested: dict, teacher=None):
+        teacher = teacher if teacher is not None else self.teacher_model
+        if teacher is None:
             raise TeacherCacheError(
                 "This batch has no cached teacher logits and the trainer has no teacher_model: attach the "
                 "cache to every dataset you train or evaluate on, or pass teacher_model."
             )
-        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels" and k in self._teacher_input_names}
+        names = (
+            self._teacher_input_names
+            if teacher is self.teacher_model
+            else set(inspect.signature(teacher.forward).parameters)
+        )
+        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels" and k in names}
         with torch.no_grad(), self.accelerator.autocast():
-            return self.teacher_model(**teacher_inputs, **requested)
+            return teacher(**teacher_inputs, **requested)
 
     def _soft_loss(
         self, student_logits, teacher_logits, mask, counts: ItemCounts, settings: LossSettings

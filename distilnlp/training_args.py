@@ -12,6 +12,7 @@ from .layers import LayerMapping
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES
 from .relations import RELATION_TYPES
 from .schedules import SCHEDULES, schedule_value
+from .teachers import parse_teacher_weights
 
 TEACHER_CACHE_BACKENDS = ("torch", "onnx", "onnx-int8")
 # Weights of the losses that need the teacher (soft targets, features): all 0 = plain fine-tuning.
@@ -135,6 +136,20 @@ class DistillationTrainingArguments(TrainingArguments):
             "'uniform', or student:teacher pairs such as '2:5' (encoder layers, counted from 1)."
         },
     )
+    teacher_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "With several teachers: comma-separated weights > 0, one per teacher (normalised to sum 1); "
+            "soft targets = sum_i w_i softmax(z_i / T). Unset: equal weights."
+        },
+    )
+    feature_teacher: int = field(
+        default=0,
+        metadata={
+            "help": "With several teachers: the index (from 0) of the one whose hidden states, attention maps "
+            "and relations teach the student (and whose layers build it)."
+        },
+    )
     teacher_cache: str | None = field(
         default=None,
         metadata={
@@ -216,6 +231,11 @@ class DistillationTrainingArguments(TrainingArguments):
                 f"attention_loss must be one of {ATTENTION_LOSSES.names()}, got {self.attention_loss!r}."
             )
         LayerMapping.parse(self.layer_mapping)
+        parse_teacher_weights(self.teacher_weights)
+        if self.feature_teacher < 0:
+            raise ValueError(
+                f"feature_teacher must be >= 0 (an index into the teachers), got {self.feature_teacher}."
+            )
         if self.relation_heads is not None and self.relation_heads < 1:
             raise ValueError(f"relation_heads must be >= 1 or unset, got {self.relation_heads}.")
         _ = self.parsed_relation_types, self.parsed_relation_layers
