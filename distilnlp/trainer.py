@@ -11,6 +11,7 @@ import safetensors.torch
 import torch
 from transformers import PreTrainedModel, Trainer
 
+from .augment import Augmenter, augment_window
 from .counts import ItemCounts
 from .layers import (
     PROJECTIONS_FILE,
@@ -153,6 +154,16 @@ class DistillationTrainer(Trainer):
             if not hasattr(teacher, "hf_device_map"):
                 teacher.to(self.args.device)
         self._window_counts: ItemCounts | None = None
+        self._augmenter = (
+            Augmenter.from_tokenizer(
+                args.augmentation,
+                args.augmentation_prob,
+                self.processing_class,
+                getattr(getattr(model, "config", None), "pad_token_id", None),
+            )
+            if args.augmentation != "none"
+            else None
+        )
         self.model_card_scores: dict[str, float] | None = None  # test scores for the model card, if known
         self._component_totals = {"train": defaultdict(float), "eval": defaultdict(float)}
         self._component_steps = {"train": 0, "eval": 0}
@@ -369,6 +380,9 @@ class DistillationTrainer(Trainer):
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """Also count examples / tokens / labels over the whole window and all processes."""
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if batch_samples and self.args.augmentation != "none":
+            # Augmented before counting, so the window's counts are those of the inputs the models see.
+            batch_samples = self._augment(batch_samples)
         if batch_samples:
             local = ItemCounts.total(batch_samples).as_tensor().to(device)
             self._window_counts = ItemCounts.from_tensor(self.accelerator.gather(local[None]).sum(0))
@@ -377,6 +391,16 @@ class DistillationTrainer(Trainer):
                 # Non-None tells training_step that compute_loss already accounts for accumulation.
                 num_items_in_batch = self._window_counts.examples
         return batch_samples, num_items_in_batch
+
+    def _augment(self, batches: list[dict]) -> list[dict]:
+        """The window's micro-batches, augmented (the student and the teacher then both see these)."""
+        if any(has_cached_logits(batch) for batch in batches):
+            raise TeacherCacheError(
+                "augmentation cannot use cached teacher logits (they are of the original inputs): train "
+                "without them, so the live teacher sees the augmented inputs."
+            )
+        step, process = self.state.global_step, self.args.process_index
+        return augment_window(batches, self._augmenter, self.args.seed, step, process)
 
     def _counts(self, model, inputs) -> tuple[ItemCounts, int]:
         """Normalising counts and the DDP correction factor for this micro-batch."""

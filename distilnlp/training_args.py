@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from .augment import AUGMENTATIONS
 from .layers import LayerMapping
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES
 from .relations import RELATION_TYPES
@@ -150,6 +151,20 @@ class DistillationTrainingArguments(TrainingArguments):
             "and relations teach the student (and whose layers build it)."
         },
     )
+    augmentation: str = field(
+        default="none",
+        metadata={
+            "help": "Consistent augmentation (function matching): each training batch is augmented on the fly "
+            "and the teacher runs on the same augmented input. One of none, token_dropout (delete each "
+            "non-special token with probability p), mask (replace it by the mask token), span_delete (delete "
+            "one span of p of the tokens), mix (with probability p join the start of a row to the end of "
+            "another; mixed rows get the soft loss only). Special tokens and padding are never changed."
+        },
+    )
+    augmentation_prob: float = field(
+        default=0.1,
+        metadata={"help": "p in (0, 1] of the augmentation (see augmentation); seeded by seed and step."},
+    )
     teacher_cache: str | None = field(
         default=None,
         metadata={
@@ -231,6 +246,23 @@ class DistillationTrainingArguments(TrainingArguments):
                 f"attention_loss must be one of {ATTENTION_LOSSES.names()}, got {self.attention_loss!r}."
             )
         LayerMapping.parse(self.layer_mapping)
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(
+                f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}."
+            )
+        if not 0.0 < self.augmentation_prob <= 1.0:
+            raise ValueError(f"augmentation_prob must be in (0, 1], got {self.augmentation_prob}.")
+        if self.augmentation != "none" and self.teacher_cache:
+            raise ValueError(
+                "augmentation changes the inputs, so cached teacher logits (of the original inputs) cannot "
+                "teach it: unset teacher_cache to run the teacher on the augmented inputs, or set "
+                "augmentation='none'."
+            )
+        if self.augmentation == "mix" and not self.uses_teacher:
+            raise ValueError(
+                "augmentation='mix' rows have no hard label and learn from the teacher only, but alpha and every "
+                "feature weight are 0: give the teacher a weight, or choose another augmentation."
+            )
         parse_teacher_weights(self.teacher_weights)
         if self.feature_teacher < 0:
             raise ValueError(
