@@ -80,6 +80,12 @@ class DistillationTrainer(Trainer):
     attention_weight = 0 the teacher is then never run, and `teacher_model` may be None. Rows labelled -100
     contribute the soft-target loss only. Temperature and weights follow `args`' schedules.
 
+    `teacher_model` may be a list: the soft targets are then the weighted mean of the teachers'
+    probabilities (`teacher_weights`), and feature losses come from `teachers[feature_teacher]`
+    (`self.teacher_model`). With every teacher weight at 0 the teacher is never run (plain fine-tuning).
+    `relation_weight` adds MiniLMv2 relation losses; `augmentation` augments each training window before
+    the student and the teacher see it.
+
     Everything else is plain `Trainer`: `train(resume_from_checkpoint=...)`, `evaluate`, `push_to_hub`,
     callbacks, `accelerate launch`, and `hyperparameter_search` (with `model_init`; the student's
     projections and layer pairs are set up again for every trial's new student and settings).
@@ -125,7 +131,7 @@ class DistillationTrainer(Trainer):
             if uses_cache
             else None
         )
-        if teachers or not (uses_cache or not args.uses_teacher):
+        if teachers or (args.uses_teacher and not uses_cache):
             for teacher in teachers or [None]:
                 _check_model("teacher_model", teacher, hint=not uses_cache)
         self.teachers = teachers

@@ -241,3 +241,19 @@ def test_an_architecture_without_query_key_value_layers_gets_a_clear_error(tmp_p
         ValueError, match="needs the student's attention query/key/value linear layers.*Albert"
     ):
         make_trainer(tmp_path, teacher, student, token_dataset(4))
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta", "electra", "xlm-roberta", "deberta-v2", "distilbert"])
+def test_query_key_value_layers_are_found_in_every_supported_architecture(name):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from distilnlp.relations import find_qkv_modules
+
+    sizes = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32)
+    if name == "distilbert":
+        sizes = dict(dim=16, n_layers=3, n_heads=2, hidden_dim=32)
+    config = AutoConfig.for_model(name, vocab_size=50, max_position_embeddings=32, **sizes)
+    model = AutoModelForSequenceClassification.from_config(config)
+    found = find_qkv_modules(model)
+    assert sorted(found) == [1, 2, 3]
+    assert all(sorted(kinds) == ["k", "q", "v"] and kinds["q"].out_features == 16 for kinds in found.values())
