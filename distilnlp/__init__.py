@@ -7,6 +7,7 @@ from .losses import (
     hidden_cosine_loss,
     hidden_mse_loss,
     logit_kl_loss,
+    relation_kl_loss,
 )
 from .student import create_random_student, create_student
 from .trainer import DistillationTrainer, NonFiniteLossError
@@ -26,4 +27,5 @@ __all__ = [
     "hidden_cosine_loss",
     "hidden_mse_loss",
     "logit_kl_loss",
+    "relation_kl_loss",
 ]

@@ -34,14 +34,33 @@ def render_model_card(summary: dict, scores: dict[str, float] | None, model_name
         "",
         "## Distillation",
         "",
-        "Loss = alpha * soft + (1 - alpha) * hard + hidden_weight * hidden + attention_weight * attention",
+        "Loss = alpha * soft + (1 - alpha) * hard + hidden_weight * hidden + attention_weight * attention"
+        + (" + relation_weight * relation" if "relation_types" in losses else ""),
         "",
         "| setting | value |",
         "|---|---|",
         f"| soft targets | T^2-scaled KL at temperature {losses['temperature']}, alpha = {losses['alpha']} |",
+        *(
+            [
+                f"| several teachers | soft targets = weighted mean of {len(summary['ensemble']['teachers'])} "
+                f"teachers' probabilities, weights {summary['ensemble']['weights']}; features from teacher "
+                f"{summary['ensemble']['feature_teacher']} |"
+            ]
+            if "ensemble" in summary
+            else []
+        ),
         f"| hard labels | weight {round(1 - losses['alpha'], 6)} |",
         f"| hidden states | {losses['hidden_loss']}, weight {losses['hidden_weight']} |",
         f"| attention maps | {losses['attention_loss']}, weight {losses['attention_weight']} |",
+        *(
+            [
+                f"| attention relations (MiniLMv2) | {', '.join(f'{k.upper()}-{k.upper()}' for k in losses['relation_types'])} "
+                f"over {losses['relation_heads']} relation heads, student:teacher "
+                f"{_pairs(losses['relation_layers'])}, weight {losses['relation_weight']} |"
+            ]
+            if "relation_types" in losses
+            else []
+        ),
         f"| layer mapping | `{summary['layer_mapping']}`: student:teacher "
         f"{_pairs(summary['hidden_pairs'] or summary['attention_pairs'])} |",
     ]
@@ -103,8 +122,29 @@ def distillation_summary(trainer) -> dict:
             "hidden_weight": args.hidden_weight,
             "attention_loss": args.attention_loss,
             "attention_weight": args.attention_weight,
+            "relation_weight": args.relation_weight,
+            **(
+                {
+                    "relation_layers": [list(p) for p in trainer.relations.pairs],
+                    "relation_types": list(trainer.relations.kinds),
+                    "relation_heads": trainer.relations.heads,
+                }
+                if getattr(trainer, "relations", None) is not None
+                else {}
+            ),
             **({"schedules": schedules} if schedules else {}),
         },
+        **(
+            {
+                "ensemble": {
+                    "teachers": [t.config._name_or_path or type(t).__name__ for t in trainer.teachers],
+                    "weights": [round(w, 6) for w in trainer._teacher_weights.tolist()],
+                    "feature_teacher": args.feature_teacher,
+                }
+            }
+            if len(getattr(trainer, "teachers", [])) > 1
+            else {}
+        ),
         "teacher_cache": (
             {k: cache[k] for k in ("path", "fingerprint", "backend", "key")} if cache is not None else None
         ),

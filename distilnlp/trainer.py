@@ -11,6 +11,7 @@ import safetensors.torch
 import torch
 from transformers import PreTrainedModel, Trainer
 
+from .augment import Augmenter, augment_window
 from .counts import ItemCounts
 from .distributed import settle_gloo_workers_at_exit
 from .layers import (
@@ -22,6 +23,7 @@ from .layers import (
 )
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, soft_target_loss_for
 from .model_card import distillation_summary, render_model_card
+from .relations import RelationDistillation
 from .student import disable_attention_probs_dropout
 from .teacher_cache import (
     CACHE_COLUMNS,
@@ -30,6 +32,14 @@ from .teacher_cache import (
     attach_teacher_cache,
     has_cached_logits,
     pop_cached_logits,
+)
+from .teachers import (
+    as_teacher_list,
+    check_teachers,
+    feature_teacher_of,
+    mix_teacher_logits,
+    split_cached_logits,
+    teacher_weight_tensor,
 )
 from .training_args import DistillationTrainingArguments, LossSettings
 
@@ -71,6 +81,12 @@ class DistillationTrainer(Trainer):
     attention_weight = 0 the teacher is then never run, and `teacher_model` may be None. Rows labelled -100
     contribute the soft-target loss only. Temperature and weights follow `args`' schedules.
 
+    `teacher_model` may be a list: the soft targets are then the weighted mean of the teachers'
+    probabilities (`teacher_weights`), and feature losses come from `teachers[feature_teacher]`
+    (`self.teacher_model`). With every teacher weight at 0 the teacher is never run (plain fine-tuning).
+    `relation_weight` adds MiniLMv2 relation losses; `augmentation` augments each training window before
+    the student and the teacher see it.
+
     Everything else is plain `Trainer`: `train(resume_from_checkpoint=...)`, `evaluate`, `push_to_hub`,
     callbacks, `accelerate launch`, and `hyperparameter_search` (with `model_init`; the student's
     projections and layer pairs are set up again for every trial's new student and settings).
@@ -97,23 +113,35 @@ class DistillationTrainer(Trainer):
         if model is not None or model_init is None:
             _check_model("model (the student)", model)
         self.teacher_cache_info: dict | None = None  # the cache's metadata, when one is used
-        if args.teacher_cache:
+        if args.teacher_cache and not args.uses_teacher:
+            logger.warning(
+                "teacher_cache is not used: alpha and every feature weight are 0 (plain fine-tuning), so no "
+                "teacher logits are needed."
+            )
+        elif args.teacher_cache:
             train_dataset, eval_dataset, self.teacher_cache_info = attach_teacher_cache(
                 args, teacher_model, processing_class, train_dataset, eval_dataset
             )
         uses_cache = has_cached_logits(getattr(train_dataset, "column_names", None) or ())
+        teachers = as_teacher_list(teacher_model)
+        self._num_teachers = len(teachers) or (self.teacher_cache_info or {}).get("num_teachers", 1)
+        self._teacher_weights = teacher_weight_tensor(args.teacher_weights, self._num_teachers)
+        width = _cached_width(train_dataset)
         self._cached_num_labels = (
-            (self.teacher_cache_info or {}).get("num_labels") or _cached_width(train_dataset)
+            (self.teacher_cache_info or {}).get("num_labels") or (width and width // self._num_teachers)
             if uses_cache
             else None
         )
-        if teacher_model is not None or not uses_cache:
-            _check_model("teacher_model", teacher_model, hint=not uses_cache)
-        self.teacher_model = teacher_model
-        if teacher_model is not None:
-            teacher_model.eval()
-            teacher_model.requires_grad_(False)
-            self._teacher_input_names = set(inspect.signature(teacher_model.forward).parameters)
+        if teachers or (args.uses_teacher and not uses_cache):
+            for teacher in teachers or [None]:
+                _check_model("teacher_model", teacher, hint=not uses_cache)
+        self.teachers = teachers
+        self.teacher_model = feature_teacher_of(teachers, args.feature_teacher)  # features come from this one
+        for teacher in teachers:
+            teacher.eval()
+            teacher.requires_grad_(False)
+        if self.teacher_model is not None:
+            self._teacher_input_names = set(inspect.signature(self.teacher_model.forward).parameters)
         if model is not None:
             self._setup_student(model, args)
 
@@ -129,9 +157,20 @@ class DistillationTrainer(Trainer):
         # compute_loss normalises over the accumulation window itself (see get_batch_samples), so Trainer
         # must not divide the loss by the number of accumulation steps again.
         self.model_accepts_loss_kwargs = True
-        if teacher_model is not None and not hasattr(teacher_model, "hf_device_map"):
-            teacher_model.to(self.args.device)
+        for teacher in teachers:
+            if not hasattr(teacher, "hf_device_map"):
+                teacher.to(self.args.device)
         self._window_counts: ItemCounts | None = None
+        self._augmenter = (
+            Augmenter.from_tokenizer(
+                args.augmentation,
+                args.augmentation_prob,
+                self.processing_class,
+                getattr(getattr(model, "config", None), "pad_token_id", None),
+            )
+            if args.augmentation != "none"
+            else None
+        )
         self.model_card_scores: dict[str, float] | None = None  # test scores for the model card, if known
         self._component_totals = {"train": defaultdict(float), "eval": defaultdict(float)}
         self._component_steps = {"train": 0, "eval": 0}
@@ -148,17 +187,20 @@ class DistillationTrainer(Trainer):
         # A weight that is 0 now but scheduled to grow still needs its outputs and projections from the start.
         need_hidden = args.max_weight("hidden_weight") > 0
         need_attention = args.max_weight("attention_weight") > 0
+        need_relation = args.max_weight("relation_weight") > 0
         teacher = self.teacher_model
         if teacher is None:
-            if need_hidden or need_attention:
+            if need_hidden or need_attention or need_relation:
                 raise ValueError(
-                    "hidden_weight / attention_weight > 0 need the teacher's hidden states / attention maps, "
-                    "which the teacher cache does not hold: pass teacher_model (cached logits are then not "
-                    "used), or set both weights (and their schedules' ends) to 0."
+                    "hidden_weight / attention_weight / relation_weight > 0 need the teacher's hidden states / "
+                    "attention maps / queries, keys and values, which the teacher cache does not hold: pass "
+                    "teacher_model (cached logits are then not used), or set those weights (and their "
+                    "schedules' ends) to 0."
                 )
             pairs = ()
         else:
             pairs = check_compatible(model, teacher, args.parsed_layer_mapping, need_hidden, need_attention)
+            check_teachers(model, self.teachers)
         cached_labels = self._cached_num_labels
         if cached_labels is not None and cached_labels != model.config.num_labels:
             raise ValueError(
@@ -169,6 +211,9 @@ class DistillationTrainer(Trainer):
         self.attention_pairs = tuple((s, t) for s, t in pairs if s > 0) if need_attention else ()
         if need_attention:
             disable_attention_probs_dropout(model)
+        if getattr(self, "relations", None) is not None:  # hooks of a previous student / trial
+            self.relations.remove()
+        self.relations = RelationDistillation(model, teacher, args) if need_relation else None
         self._student_layers = model.config.num_hidden_layers
         student_width = model.config.hidden_size
         if need_hidden and student_width != teacher.config.hidden_size:
@@ -220,13 +265,19 @@ class DistillationTrainer(Trainer):
 
         student_out = model(**inputs, **requested)
         teacher_out = None
-        if cached_logits is None or requested:  # hidden states / attention maps only come from a live teacher
+        uses_teacher = self.args.uses_teacher  # False: plain fine-tuning, the teacher is never run
+        if uses_teacher and (cached_logits is None or requested or self.relations is not None):
+            # Hidden states / attention maps / Q, K, V only come from a live teacher.
             teacher_out = self._run_teacher(inputs, requested)
-        teacher_logits = teacher_out.logits if teacher_out is not None else cached_logits
+        teacher_logits = (
+            self._soft_target_logits(inputs, teacher_out, cached_logits, settings) if uses_teacher else None
+        )
 
         counts, scale = self._counts(model, inputs)
         mask = inputs.get("attention_mask")
-        components = {"soft": self._soft_loss(student_out.logits, teacher_logits, mask, counts, settings)}
+        components = {}
+        if uses_teacher:
+            components["soft"] = self._soft_loss(student_out.logits, teacher_logits, mask, counts, settings)
         labels = inputs.get("labels")
         if labels is not None and student_out.get("loss") is not None:
             # The model's own loss is a mean over its label entries; re-weight it to the window's count. A
@@ -238,12 +289,15 @@ class DistillationTrainer(Trainer):
             components["hidden"] = self._hidden_loss(student_out, teacher_out, mask, counts)
         if self.attention_pairs:
             components["attention"] = self._attention_loss(student_out, teacher_out, mask, counts)
+        if self.relations is not None:
+            components["relation"] = self.relations.loss(mask, counts)
 
         weights = {
             "soft": settings.alpha,
             "hard": 1 - settings.alpha,
             "hidden": settings.hidden_weight,
             "attention": settings.attention_weight,
+            "relation": settings.relation_weight,
         }
         # DDP averages gradients over processes; counts are global, so undo that average.
         components = {name: value * scale for name, value in components.items()}
@@ -261,15 +315,42 @@ class DistillationTrainer(Trainer):
             return loss, type(student_out)(loss=loss, logits=student_out.logits)
         return loss
 
-    def _run_teacher(self, inputs: dict, requested: dict):
-        if self.teacher_model is None:
+    def _soft_target_logits(self, inputs: dict, teacher_out, cached_logits, settings: LossSettings):
+        """The teacher logits of the soft targets; with several teachers, logits of their mixture at T.
+
+        Each teacher's logits come from the cache when the batch has them, else from the live teachers
+        (the feature teacher's forward is reused).
+        """
+        if self._num_teachers == 1:
+            return teacher_out.logits if teacher_out is not None else cached_logits
+        if cached_logits is not None:
+            per_teacher = split_cached_logits(cached_logits, self._num_teachers)
+        else:
+            feature = self.args.feature_teacher
+            per_teacher = [
+                teacher_out.logits if i == feature else self._run_teacher(inputs, {}, teacher).logits
+                for i, teacher in enumerate(self.teachers)
+            ]
+        problem_type = self.accelerator.unwrap_model(self.model).config.problem_type
+        if per_teacher[0].dim() == 3:  # token classification: one distribution per token
+            problem_type = "single_label_classification"
+        return mix_teacher_logits(per_teacher, self._teacher_weights, settings.temperature, problem_type)
+
+    def _run_teacher(self, inputs: dict, requested: dict, teacher=None):
+        teacher = teacher if teacher is not None else self.teacher_model
+        if teacher is None:
             raise TeacherCacheError(
                 "This batch has no cached teacher logits and the trainer has no teacher_model: attach the "
                 "cache to every dataset you train or evaluate on, or pass teacher_model."
             )
-        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels" and k in self._teacher_input_names}
+        names = (
+            self._teacher_input_names
+            if teacher is self.teacher_model
+            else set(inspect.signature(teacher.forward).parameters)
+        )
+        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels" and k in names}
         with torch.no_grad(), self.accelerator.autocast():
-            return self.teacher_model(**teacher_inputs, **requested)
+            return teacher(**teacher_inputs, **requested)
 
     def _soft_loss(
         self, student_logits, teacher_logits, mask, counts: ItemCounts, settings: LossSettings
@@ -306,6 +387,9 @@ class DistillationTrainer(Trainer):
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """Also count examples / tokens / labels over the whole window and all processes."""
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if batch_samples and self.args.augmentation != "none":
+            # Augmented before counting, so the window's counts are those of the inputs the models see.
+            batch_samples = self._augment(batch_samples)
         if batch_samples:
             local = ItemCounts.total(batch_samples).as_tensor().to(device)
             self._window_counts = ItemCounts.from_tensor(self.accelerator.gather(local[None]).sum(0))
@@ -314,6 +398,16 @@ class DistillationTrainer(Trainer):
                 # Non-None tells training_step that compute_loss already accounts for accumulation.
                 num_items_in_batch = self._window_counts.examples
         return batch_samples, num_items_in_batch
+
+    def _augment(self, batches: list[dict]) -> list[dict]:
+        """The window's micro-batches, augmented (the student and the teacher then both see these)."""
+        if any(has_cached_logits(batch) for batch in batches):
+            raise TeacherCacheError(
+                "augmentation cannot use cached teacher logits (they are of the original inputs): train "
+                "without them, so the live teacher sees the augmented inputs."
+            )
+        step, process = self.state.global_step, self.args.process_index
+        return augment_window(batches, self._augmenter, self.args.seed, step, process)
 
     def _counts(self, model, inputs) -> tuple[ItemCounts, int]:
         """Normalising counts and the DDP correction factor for this micro-batch."""
@@ -357,7 +451,7 @@ class DistillationTrainer(Trainer):
         if mode == "train":
             settings = self.loss_settings()
             logs["temperature"], logs["alpha"] = round(settings.temperature, 6), round(settings.alpha, 6)
-            for name in ("hidden_weight", "attention_weight"):
+            for name in ("hidden_weight", "attention_weight", "relation_weight"):
                 if name in self.args.scheduled:
                     logs[name] = round(getattr(settings, name), 6)
         super().log(logs, start_time)

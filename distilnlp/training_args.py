@@ -9,19 +9,25 @@ from dataclasses import dataclass, field, fields
 import torch
 from transformers import TrainingArguments
 
+from .augment import AUGMENTATIONS
 from .layers import LayerMapping
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES
+from .relations import RELATION_TYPES
 from .schedules import SCHEDULES, schedule_value
+from .teachers import parse_teacher_weights
 
 TEACHER_CACHE_BACKENDS = ("torch", "onnx", "onnx-int8")
 # transformers 5 dropped `warmup_ratio` (its `warmup_steps` takes a fraction instead).
 _HAS_WARMUP_RATIO = "warmup_ratio" in {f.name for f in fields(TrainingArguments)}
-# The four scheduled settings, with the range check each start and end value must pass.
+# Weights of the losses that need the teacher (soft targets, features): all 0 = plain fine-tuning.
+TEACHER_WEIGHTS = ("alpha", "hidden_weight", "attention_weight", "relation_weight")
+# The scheduled settings, with the range check each start and end value must pass.
 _SCHEDULED = {
     "temperature": ("> 0", lambda v: v > 0),
     "alpha": ("in [0, 1]", lambda v: 0.0 <= v <= 1.0),
     "hidden_weight": (">= 0", lambda v: v >= 0),
     "attention_weight": (">= 0", lambda v: v >= 0),
+    "relation_weight": (">= 0", lambda v: v >= 0),
 }
 
 
@@ -33,6 +39,7 @@ class LossSettings:
     alpha: float
     hidden_weight: float
     attention_weight: float
+    relation_weight: float = 0.0
 
 
 def _schedule_help(name: str) -> str:
@@ -73,7 +80,7 @@ class DistillationTrainingArguments(StageTrainingArguments):
     """Everything `TrainingArguments` has, plus how the student learns from the teacher.
 
     Total loss: `alpha * L_soft + (1 - alpha) * L_hard + hidden_weight * L_hidden
-    + attention_weight * L_attention`. Temperature and each weight may follow a schedule from their value
+    + attention_weight * L_attention + relation_weight * L_relation`. Temperature and each weight may follow a schedule from their value
     to `<name>_end` (`loss_settings(progress)` gives the values in force).
     """
 
@@ -126,6 +133,66 @@ class DistillationTrainingArguments(StageTrainingArguments):
     attention_weight_end: float | None = field(
         default=None,
         metadata={"help": "Final attention_weight (>= 0) of a linear or cosine attention_weight_schedule."},
+    )
+    relation_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight (>= 0) of the MiniLMv2 self-attention relation loss (KL between softmax(Q Q^T / "
+            "sqrt(d)) of student and teacher, likewise K-K and V-V); 0 turns it off and adds no hooks."
+        },
+    )
+    relation_weight_schedule: str = field(
+        default="constant", metadata={"help": _schedule_help("relation_weight")}
+    )
+    relation_weight_end: float | None = field(
+        default=None,
+        metadata={"help": "Final relation_weight (>= 0) of a linear or cosine relation_weight_schedule."},
+    )
+    relation_heads: int | None = field(
+        default=None,
+        metadata={
+            "help": "Relation heads A: Q/K/V are split into A parts of size width / A, so A must divide "
+            "both models' widths (which may differ). Unset: the student's attention-head count."
+        },
+    )
+    relation_types: str = field(
+        default="q,k,v",
+        metadata={"help": "Relations to distill, comma-separated subset of q, k, v (Q-Q, K-K, V-V)."},
+    )
+    relation_layers: str = field(
+        default="last",
+        metadata={
+            "help": "Which student layer's relations learn from which teacher layer's: 'last' (MiniLMv2), "
+            "'uniform', or student:teacher pairs such as '2:5' (encoder layers, counted from 1)."
+        },
+    )
+    teacher_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "With several teachers: comma-separated weights > 0, one per teacher (normalised to sum 1); "
+            "soft targets = sum_i w_i softmax(z_i / T). Unset: equal weights."
+        },
+    )
+    feature_teacher: int = field(
+        default=0,
+        metadata={
+            "help": "With several teachers: the index (from 0) of the one whose hidden states, attention maps "
+            "and relations teach the student (and whose layers build it)."
+        },
+    )
+    augmentation: str = field(
+        default="none",
+        metadata={
+            "help": "Consistent augmentation (function matching): each training batch is augmented on the fly "
+            "and the teacher runs on the same augmented input. One of none, token_dropout (delete each "
+            "non-special token with probability p), mask (replace it by the mask token), span_delete (delete "
+            "one span of p of the tokens), mix (with probability p join the start of a row to the end of "
+            "another; mixed rows get the soft loss only). Special tokens and padding are never changed."
+        },
+    )
+    augmentation_prob: float = field(
+        default=0.1,
+        metadata={"help": "p in (0, 1] of the augmentation (see augmentation); seeded by seed and step."},
     )
     teacher_cache: str | None = field(
         default=None,
@@ -187,7 +254,7 @@ class DistillationTrainingArguments(StageTrainingArguments):
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (weight of the soft-target loss), got {self.alpha}.")
-        for name in ("hidden_weight", "attention_weight"):
+        for name in ("hidden_weight", "attention_weight", "relation_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0 (0 turns the loss off), got {getattr(self, name)}.")
         for name, (allowed, ok) in _SCHEDULED.items():
@@ -221,10 +288,57 @@ class DistillationTrainingArguments(StageTrainingArguments):
                 f"attention_loss must be one of {ATTENTION_LOSSES.names()}, got {self.attention_loss!r}."
             )
         LayerMapping.parse(self.layer_mapping)
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(
+                f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}."
+            )
+        if not 0.0 < self.augmentation_prob <= 1.0:
+            raise ValueError(f"augmentation_prob must be in (0, 1], got {self.augmentation_prob}.")
+        if self.augmentation != "none" and self.teacher_cache:
+            raise ValueError(
+                "augmentation changes the inputs, so cached teacher logits (of the original inputs) cannot "
+                "teach it: unset teacher_cache to run the teacher on the augmented inputs, or set "
+                "augmentation='none'."
+            )
+        if self.augmentation == "mix" and not self.uses_teacher:
+            raise ValueError(
+                "augmentation='mix' rows have no hard label and learn from the teacher only, but alpha and every "
+                "feature weight are 0: give the teacher a weight, or choose another augmentation."
+            )
+        parse_teacher_weights(self.teacher_weights)
+        if self.feature_teacher < 0:
+            raise ValueError(
+                f"feature_teacher must be >= 0 (an index into the teachers), got {self.feature_teacher}."
+            )
+        if self.relation_heads is not None and self.relation_heads < 1:
+            raise ValueError(f"relation_heads must be >= 1 or unset, got {self.relation_heads}.")
+        _ = self.parsed_relation_types, self.parsed_relation_layers
 
     @property
     def parsed_layer_mapping(self) -> LayerMapping:
         return LayerMapping.parse(self.layer_mapping)
+
+    @property
+    def parsed_relation_types(self) -> tuple[str, ...]:
+        kinds = tuple(part.strip().lower() for part in self.relation_types.split(","))
+        if not kinds or any(k not in RELATION_TYPES for k in kinds) or len(set(kinds)) != len(kinds):
+            raise ValueError(
+                f"relation_types={self.relation_types!r}: give distinct relations from q, k, v, such as 'q,k,v'."
+            )
+        return kinds
+
+    @property
+    def parsed_relation_layers(self) -> LayerMapping:
+        try:
+            mapping = LayerMapping.parse(self.relation_layers)
+        except ValueError as error:  # the parser's message names layer_mapping
+            raise ValueError(str(error).replace("layer_mapping", "relation_layers")) from None
+        if any(0 in pair for pair in mapping.pairs):
+            raise ValueError(
+                f"relation_layers={self.relation_layers!r}: layer 0 (embeddings) has no queries, keys or "
+                "values; map encoder layers (>= 1), e.g. 'last' or '2:5'."
+            )
+        return mapping
 
     def loss_settings(self, progress: float) -> LossSettings:
         """Temperature and weights at `progress` = global_step / max_steps in [0, 1]."""
@@ -241,9 +355,14 @@ class DistillationTrainingArguments(StageTrainingArguments):
         )
 
     def max_weight(self, name: str) -> float:
-        """The largest value `name` ("hidden_weight" / "attention_weight") takes during training."""
-        end = getattr(self, f"{name}_end")
+        """The largest value `name` ("alpha", "hidden_weight", ...) takes during training."""
+        end = getattr(self, f"{name}_end", None)
         return max(getattr(self, name), end if end is not None else 0.0)
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether any teacher signal has a weight above 0 at some step; if not, the teacher is never run."""
+        return any(self.max_weight(name) > 0 for name in TEACHER_WEIGHTS)
 
     @property
     def scheduled(self) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ class InOrderTrainer(DistillationTrainer):
         return SequentialSampler(self.train_dataset)
 
 
-def main(out_path: str, per_device_batch: int) -> None:
+def main(out_path: str, per_device_batch: int, augmentation: str = "none") -> None:
     teacher, student = tiny_pair(seed=11)
     dataset = token_dataset(64, seed=11, min_len=3, max_len=30)
     args = DistillationTrainingArguments(
@@ -34,6 +34,8 @@ def main(out_path: str, per_device_batch: int) -> None:
         disable_tqdm=True,
         hidden_weight=1.0,
         attention_weight=1.0,
+        augmentation=augmentation,
+        augmentation_prob=0.3,
     )
     trainer = InOrderTrainer(
         model=student, teacher_model=teacher, args=args, train_dataset=dataset, data_collator=pad_collate
@@ -47,4 +49,4 @@ def main(out_path: str, per_device_batch: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])

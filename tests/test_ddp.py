@@ -48,10 +48,13 @@ def run(command: list[str], out: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process(tmp_path):
+@pytest.mark.parametrize("augmentation", ["none", "token_dropout"])
+def test_two_process_ddp_matches_one_process(tmp_path, augmentation):
     script = str(HERE / "ddp_distill.py")
-    single = run([sys.executable, script, str(tmp_path / "single.json"), "8"], tmp_path / "single.json")
-    launch = accelerate_launch(script, str(tmp_path / "ddp.json"), "4")
+    single = run(
+        [sys.executable, script, str(tmp_path / "single.json"), "8", augmentation], tmp_path / "single.json"
+    )
+    launch = accelerate_launch(script, str(tmp_path / "ddp.json"), "4", augmentation)
     ddp = run(launch, tmp_path / "ddp.json")
     assert single["world_size"] == 1 and ddp["world_size"] == 2
     assert len(ddp["losses"]) == len(single["losses"]) == 6

@@ -33,16 +33,16 @@ def cache_teacher(
         raise ValueError(
             "Set teacher_cache (the folder to write the teacher's logits to), e.g. --teacher_cache runs/teacher-cache."
         )
-    tokenizer = AutoTokenizer.from_pretrained(
-        distill_args.teacher, trust_remote_code=distill_args.trust_remote_code
-    )
+    teachers = distill_args.teachers  # several folders: an ensemble, each teacher's logits are cached
+    teacher = teachers if len(teachers) > 1 else teachers[0]
+    tokenizer = AutoTokenizer.from_pretrained(teachers[0], trust_remote_code=distill_args.trust_remote_code)
     _, tokenized, _ = prepare_data(data_args, tokenizer)
     splits = {name: tokenized[name] for name in CACHED_SPLITS}
     try:
         if not (Path(args.teacher_cache) / METADATA_FILE).exists():
             raise FileNotFoundError  # nothing to reuse: build it
         cache = TeacherCache.load(args.teacher_cache)
-        cache.check(distill_args.teacher, tokenizer, data_args.max_length, top_k=args.teacher_cache_top_k)
+        cache.check(teacher, tokenizer, data_args.max_length, top_k=args.teacher_cache_top_k)
         missing = [n for n, d in splits.items() if cache.split_for(d) != n]
         if not missing:
             for name in splits:
@@ -60,7 +60,7 @@ def cache_teacher(
         logger.warning(f"Rebuilding the teacher cache: {error}")
     cache = build_teacher_cache(
         args.teacher_cache,
-        distill_args.teacher,
+        teacher,
         splits,
         tokenizer=tokenizer,
         max_length=data_args.max_length,

@@ -134,7 +134,7 @@ def search(
     teacher, tokenizer, tokenized, _ = load_teacher_and_data(distill_args, data_args, attn_implementation)
 
     def model_init():
-        return build_student(distill_args, teacher, attn_implementation)
+        return build_student(distill_args, teacher, attn_implementation, args.feature_teacher)
 
     trainer = DistillationTrainer(
         model_init=model_init,

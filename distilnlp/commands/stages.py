@@ -14,6 +14,7 @@ from transformers import (
     PreTrainedModel,
     Trainer,
     TrainingArguments,
+    set_seed,
 )
 
 from ..artifacts import DISTILL_RESULTS_FILE, FINETUNE_RESULTS_FILE
@@ -22,6 +23,8 @@ from ..data import DataArguments, label_names, labeled_subset, load_task_data, t
 from ..metrics import compute_classification_metrics
 from ..run_lock import output_dir_lock
 from ..student import create_random_student, create_student
+from ..teacher_cache.fingerprint import tokenizer_fingerprint
+from ..teachers import as_teacher_list, feature_teacher_of
 from ..trainer import DistillationTrainer
 from ..training_args import DistillationTrainingArguments
 
@@ -64,7 +67,10 @@ class DistillArguments:
 
     teacher: str = field(
         default=None,
-        metadata={"help": "Folder of the fine-tuned teacher (e.g. the output of `distilnlp finetune`)."},
+        metadata={
+            "help": "Folder of the fine-tuned teacher (e.g. the output of `distilnlp finetune`), or several "
+            "comma-separated folders for an ensemble of teachers (see teacher_weights, feature_teacher)."
+        },
     )
     student: str | None = field(
         default=None,
@@ -105,8 +111,17 @@ class DistillArguments:
             raise ValueError(
                 "teacher is required: the folder of a fine-tuned teacher (see `distilnlp finetune`)."
             )
+        _ = self.teachers
         if self.student_layers is not None and self.student_layers < 1:
             raise ValueError(f"student_layers must be >= 1, got {self.student_layers}.")
+
+    @property
+    def teachers(self) -> list[str]:
+        """The teacher folders (one, or several comma-separated)."""
+        folders = [part.strip() for part in self.teacher.split(",")]
+        if not all(folders):
+            raise ValueError(f"teacher={self.teacher!r}: an empty folder name between commas.")
+        return folders
 
     @property
     def layer_selection(self) -> str | list[int]:
@@ -216,6 +231,9 @@ def finetune(model_args: FinetuneArguments, data_args: DataArguments, args: Trai
 
 
 def _finetune(model_args, data_args, args, plan: ResumePlan, settings: dict) -> dict:
+    # The new classification head is initialised before Trainer seeds anything: seed it here, so `--seed`
+    # decides the head as well as the data order (different seeds give the teachers of an ensemble).
+    set_seed(args.seed)
     path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = load_model_folder(
         AutoTokenizer, path, "tokenizer", trust_remote_code=model_args.trust_remote_code
@@ -258,31 +276,52 @@ def _finetune(model_args, data_args, args, plan: ResumePlan, settings: dict) -> 
 def load_teacher_and_data(
     distill_args: DistillArguments, data_args: DataArguments, attn_implementation: str | None
 ):
-    """(teacher, tokenizer, tokenized splits, label names); the teacher must predict the data's labels."""
-    teacher = load_model_folder(
-        AutoModelForSequenceClassification,
-        distill_args.teacher,
-        "teacher",
-        trust_remote_code=distill_args.trust_remote_code,
-        attn_implementation=attn_implementation,
-    )
-    tokenizer = load_model_folder(
-        AutoTokenizer,
-        distill_args.teacher,
-        "teacher's tokenizer",
-        trust_remote_code=distill_args.trust_remote_code,
-    )
-    _, tokenized, names = prepare_data(data_args, tokenizer)
-    if teacher.config.num_labels != len(names):
-        raise ValueError(
-            f"The teacher has {teacher.config.num_labels} labels but the data has {len(names)} ({names}); "
-            "distill on the data the teacher was fine-tuned on."
+    """(teacher, tokenizer, tokenized splits, label names); the teacher must predict the data's labels.
+
+    With several teacher folders, `teacher` is the list of their models; they must share one tokenizer.
+    """
+    teachers, tokenizer = [], None
+    for folder in distill_args.teachers:
+        teachers.append(
+            load_model_folder(
+                AutoModelForSequenceClassification,
+                folder,
+                "teacher",
+                trust_remote_code=distill_args.trust_remote_code,
+                attn_implementation=attn_implementation,
+            )
         )
-    return teacher, tokenizer, tokenized, names
+        folder_tokenizer = load_model_folder(
+            AutoTokenizer, folder, "teacher's tokenizer", trust_remote_code=distill_args.trust_remote_code
+        )
+        if tokenizer is None:
+            tokenizer = folder_tokenizer
+        elif tokenizer_fingerprint(folder_tokenizer) != tokenizer_fingerprint(tokenizer):
+            raise ValueError(
+                f"The teacher {folder} has another tokenizer than {distill_args.teachers[0]}: every teacher "
+                "must read the same token ids (fine-tune them all from the same base model)."
+            )
+    _, tokenized, names = prepare_data(data_args, tokenizer)
+    for folder, teacher in zip(distill_args.teachers, teachers, strict=True):
+        if teacher.config.num_labels != len(names):
+            raise ValueError(
+                f"The teacher {folder} has {teacher.config.num_labels} labels but the data has {len(names)} "
+                f"({names}); distill on the data the teacher was fine-tuned on."
+            )
+    return (teachers if len(teachers) > 1 else teachers[0]), tokenizer, tokenized, names
 
 
-def build_student(distill_args: DistillArguments, teacher: PreTrainedModel, attn_implementation: str | None):
-    """The student: loaded from `distill_args.student`, narrower from a config, or layers of the teacher."""
+def build_student(
+    distill_args: DistillArguments,
+    teacher: PreTrainedModel | list[PreTrainedModel],
+    attn_implementation: str | None,
+    feature_teacher: int = 0,
+):
+    """The student: loaded from `distill_args.student`, narrower from a config, or layers of the teacher.
+
+    Of several teachers, the feature teacher (`feature_teacher` index) is the one the student is built from.
+    """
+    teacher = feature_teacher_of(as_teacher_list(teacher), feature_teacher)
     if distill_args.student:
         return AutoModelForSequenceClassification.from_pretrained(
             distill_args.student,
@@ -327,7 +366,7 @@ def _distill(distill_args, data_args, args, plan: ResumePlan, settings: dict) ->
     # Attention losses need attention probabilities, which only the eager implementation returns.
     attn_implementation = "eager" if args.max_weight("attention_weight") > 0 else None
     teacher, tokenizer, tokenized, names = load_teacher_and_data(distill_args, data_args, attn_implementation)
-    student = build_student(distill_args, teacher, attn_implementation)
+    student = build_student(distill_args, teacher, attn_implementation, args.feature_teacher)
     trainer = DistillationTrainer(
         model=student,
         teacher_model=teacher,
@@ -339,8 +378,14 @@ def _distill(distill_args, data_args, args, plan: ResumePlan, settings: dict) ->
     trainer.train(resume_from_checkpoint=plan.checkpoint)
     trainer.save_state()
 
+    # teacher_test_* is the feature teacher; the others of an ensemble are teacher<i>_test_*.
+    other_teachers = {}
+    for index, other in enumerate(trainer.teachers):
+        if other is not trainer.teacher_model:
+            other_teachers |= evaluate_on(other, tokenized["test"], tokenizer, args, f"teacher{index}_test")
     results = {
-        **evaluate_on(teacher, tokenized["test"], tokenizer, args, "teacher_test"),
+        **other_teachers,
+        **evaluate_on(trainer.teacher_model, tokenized["test"], tokenizer, args, "teacher_test"),
         **evaluate_on(student, tokenized["test"], tokenizer, args, "student_test"),
         **trainer.distillation_summary(),
         "labels": names,

@@ -1,4 +1,4 @@
-"""A small registry of loss functions per family (hidden states, attention maps)."""
+"""A small registry of loss functions per family (hidden states, attention maps, attention relations)."""
 
 from __future__ import annotations
 
@@ -47,3 +47,4 @@ class LossRegistry:
 
 HIDDEN_LOSSES = LossRegistry("hidden-state")
 ATTENTION_LOSSES = LossRegistry("attention")
+RELATION_LOSSES = LossRegistry("relation")

@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -28,7 +29,7 @@ from .format import (
     metadata_digest,
 )
 from .load import TeacherCache
-from .run_teacher import compute_teacher_logits
+from .run_teacher import TeacherRun, compute_teacher_logits
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 def build_teacher_cache(
     output_dir: str | os.PathLike,
-    teacher: PreTrainedModel | str | os.PathLike,
+    teacher: PreTrainedModel | str | os.PathLike | list,
     datasets: dict[str, Dataset],
     *,
     tokenizer: PreTrainedTokenizerBase | None = None,
@@ -49,19 +50,43 @@ def build_teacher_cache(
 ) -> TeacherCache:
     """Run `teacher` over each tokenized split of `datasets` and store its logits in `output_dir`.
 
-    `teacher` is a sequence-classification model or its folder. The folder is written whole into a
+    `teacher` is a sequence-classification model or its folder, or a list of them (an ensemble: each
+    teacher's logits are stored, teacher by teacher, and every teacher is fingerprinted). The folder is written whole into a
     temporary sibling and then moved into place, so an interrupted build never leaves a cache that loads.
     An existing `output_dir` is replaced only if it is a teacher cache (or empty).
     """
     output_dir = Path(output_dir)
-    summary = _teacher_summary(teacher)
-    _check_supported(summary, top_k)
+    teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+    summaries = [_teacher_summary(t) for t in teachers]
+    for summary in summaries:
+        _check_supported(summary, top_k)
+    if len(teachers) > 1 and top_k is not None:
+        raise TeacherCacheError(
+            "teacher_cache_top_k cannot be used with several teachers (each teacher's logits are stored in "
+            "full so that their mixture is exact at every temperature); unset teacher_cache_top_k."
+        )
+    if len({s["num_labels"] for s in summaries}) > 1:
+        raise TeacherCacheError(
+            f"The teachers predict different numbers of labels ({[s['num_labels'] for s in summaries]})."
+        )
+    summary = summaries[0] if len(teachers) == 1 else summaries[0] | {"ensemble": summaries}
     if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / METADATA_FILE).exists():
         raise TeacherCacheError(
             f"{output_dir} exists and is not a teacher cache (no {METADATA_FILE}); choose another folder."
         )
     key = cache_key(teacher, tokenizer, max_length, top_k)
-    runs = compute_teacher_logits(teacher, datasets, backend=backend, batch_size=batch_size)
+    runs_per_teacher = [
+        compute_teacher_logits(t, datasets, backend=backend, batch_size=batch_size) for t in teachers
+    ]
+    runs = {
+        name: TeacherRun(
+            np.concatenate([r[name].logits for r in runs_per_teacher], axis=-1),  # (N, K * C)
+            backend,
+            sum(r[name].seconds for r in runs_per_teacher),
+            sum(r[name].fp32_reruns for r in runs_per_teacher),
+        )
+        for name in datasets
+    }
 
     staging = output_dir.with_name(f".{output_dir.name}.building-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -85,7 +110,8 @@ def build_teacher_cache(
         "fingerprint": combine({"key": key.fingerprint, "data": {n: s["inputs"] for n, s in splits.items()}}),
         "key": asdict(key),
         "splits": splits,
-        "num_labels": int(next(iter(runs.values())).logits.shape[-1]),
+        "num_labels": int(summaries[0]["num_labels"]),
+        "num_teachers": len(teachers),
         "backend": backend,
         "teacher": summary,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

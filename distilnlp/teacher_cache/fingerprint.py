@@ -58,6 +58,15 @@ def weights_fingerprint(teacher: PreTrainedModel | str | os.PathLike) -> str:
     return _hash_tensors((name, handles[index].get_tensor(name)) for name, index in names)
 
 
+def teachers_fingerprint(teachers) -> str:
+    """`weights_fingerprint` of one teacher (or a list of one); for several, one digest of theirs in order."""
+    if isinstance(teachers, (list, tuple)):
+        if len(teachers) == 1:
+            return weights_fingerprint(teachers[0])
+        return combine({"teachers": [weights_fingerprint(t) for t in teachers]})
+    return weights_fingerprint(teachers)
+
+
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """Digest of what decides a tokenizer's output: vocabulary, normalisation, special tokens, sides."""
     state: dict = {

@@ -8,6 +8,12 @@ Layout of a cache folder (Arrow via `datasets.save_to_disk`; no pickle anywhere)
 Each split holds `teacher_logits` (C float32 per example), or with `top_k` the k largest logits
 `teacher_topk_logits` and their class ids `teacher_topk_indices`.
 
+**Several teachers.** A cache built for K > 1 teachers holds each teacher's logits, K * C per example,
+teacher by teacher (`num_teachers` in the metadata), and its key fingerprints every teacher in order. The
+mixture p = sum_i w_i softmax(z_i / T) depends on T, so the logits of the mixture at one temperature could not
+serve a temperature schedule or search; each teacher's logits serve every T and every `teacher_weights`.
+Top-k is not available for several teachers.
+
 **Key.** A cache is reused only when the teacher's weights, the tokenizer, the tokenized inputs of the split
 (ids, masks and order; labels excluded) and, when known, `max_length` and `top_k` all match what it was built
 from (`distilnlp.teacher_cache.fingerprint`). Otherwise `StaleTeacherCacheError` says which part changed. A folder that
@@ -42,7 +48,7 @@ from datasets import Dataset, Features, Sequence, Value
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..artifacts import TEACHER_CACHE_METADATA_FILE as METADATA_FILE  # noqa: F401 (re-exported)
-from .fingerprint import combine, inputs_fingerprint, tokenizer_fingerprint, weights_fingerprint
+from .fingerprint import combine, inputs_fingerprint, teachers_fingerprint, tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +90,13 @@ class CacheKey:
 
 
 def cache_key(
-    teacher: PreTrainedModel | str | os.PathLike,
+    teacher: PreTrainedModel | str | os.PathLike | list,
     tokenizer: PreTrainedTokenizerBase | None = None,
     max_length: int | None = None,
     top_k: int | None = None,
 ) -> CacheKey:
     return CacheKey(
-        teacher=weights_fingerprint(teacher),
+        teacher=teachers_fingerprint(teacher),
         tokenizer=tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
         max_length=max_length,
         top_k=top_k,
@@ -98,7 +104,7 @@ def cache_key(
 
 
 def teacher_cache_fingerprint(
-    teacher: PreTrainedModel | str | os.PathLike,
+    teacher: PreTrainedModel | str | os.PathLike | list,
     tokenizer: PreTrainedTokenizerBase | None,
     datasets: dict[str, Dataset],
     max_length: int | None = None,

@@ -10,7 +10,12 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .fingerprint import combine, inputs_fingerprint, tokenizer_fingerprint, weights_fingerprint
+from .fingerprint import (
+    combine,
+    inputs_fingerprint,
+    teachers_fingerprint,
+    tokenizer_fingerprint,
+)
 from .format import (
     CACHE_COLUMNS,
     FORMAT_VERSION,
@@ -93,9 +98,14 @@ class TeacherCache:
     def num_labels(self) -> int:
         return self.metadata["num_labels"]
 
+    @property
+    def num_teachers(self) -> int:
+        """How many teachers' logits each row holds (K * num_labels values, teacher by teacher)."""
+        return self.metadata.get("num_teachers", 1)
+
     def check(
         self,
-        teacher: PreTrainedModel | str | os.PathLike | None = None,
+        teacher: PreTrainedModel | str | os.PathLike | list | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
         max_length: int | None = None,
         top_k: int | None | object = UNCHECKED,
@@ -105,8 +115,8 @@ class TeacherCache:
         Components left out (None; `UNCHECKED` for top_k, where None means "all logits") are not checked.
         """
         key, changed = self.key, []
-        if teacher is not None and weights_fingerprint(teacher) != key.teacher:
-            changed.append("the teacher's weights")
+        if teacher is not None and teachers_fingerprint(teacher) != key.teacher:
+            changed.append("the teacher's weights" if self.num_teachers == 1 else "the teachers' weights")
         if (
             tokenizer is not None
             and key.tokenizer is not None
