@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -18,6 +19,7 @@ from .fingerprint import combine, inputs_fingerprint
 from .format import (
     FORMAT_VERSION,
     METADATA_FILE,
+    CacheKey,
     TeacherCacheError,
     _check_supported,
     _content_digest,
@@ -44,49 +46,76 @@ def build_teacher_cache(
     backend: str = "torch",
     top_k: int | None = None,
     batch_size: int = 64,
+    student_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> TeacherCache:
     """Run `teacher` over each tokenized split of `datasets` and store its logits in `output_dir`.
 
-    `teacher` is a sequence-classification model or its folder. The folder is written whole into a
-    temporary sibling and then moved into place, so an interrupted build never leaves a cache that loads.
-    An existing `output_dir` is replaced only if it is a teacher cache (or empty).
+    `teacher` is a sequence-classification model or its folder; `datasets` hold the *teacher's* tokenization
+    (`tokenizer`). `student_tokenizer`, when the student reads another tokenization of the same rows, is
+    recorded in the key too. The folder is written whole into a temporary sibling and then moved into place,
+    so an interrupted build never leaves a cache that loads. An existing `output_dir` is replaced only if it
+    is a teacher cache (or empty).
     """
-    output_dir = Path(output_dir)
     summary = _teacher_summary(teacher)
     _check_supported(summary, top_k)
+    _check_replaceable(Path(output_dir))
+    key = cache_key(teacher, tokenizer, max_length, top_k, student_tokenizer)
+    runs = compute_teacher_logits(teacher, datasets, backend=backend, batch_size=batch_size)
+    logits = {name: run.logits for name, run in runs.items()}
+    details = {name: {"seconds": round(run.seconds, 3), "fp32_reruns": run.fp32_reruns} for name, run in runs.items()}
+    return write_cache(output_dir, datasets, logits, key, summary, backend, top_k, details)
+
+
+def _check_replaceable(output_dir: Path) -> None:
     if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / METADATA_FILE).exists():
         raise TeacherCacheError(
             f"{output_dir} exists and is not a teacher cache (no {METADATA_FILE}); choose another folder."
         )
-    key = cache_key(teacher, tokenizer, max_length, top_k)
-    runs = compute_teacher_logits(teacher, datasets, backend=backend, batch_size=batch_size)
 
+
+def write_cache(
+    output_dir: str | os.PathLike,
+    datasets: dict[str, Dataset],
+    logits: dict[str, np.ndarray],
+    key: CacheKey,
+    summary: dict,
+    backend: str,
+    top_k: int | None = None,
+    details: dict[str, dict] | None = None,
+    extra: dict | None = None,
+) -> TeacherCache:
+    """Write `logits[name]` ((N, C) float32, rows in `datasets[name]`'s order) as a cache folder, atomically.
+
+    `datasets` hold the tokenized inputs the logits belong to (their digests key the splits); `details` add
+    per-split facts, `extra` top-level metadata entries.
+    """
+    output_dir = Path(output_dir)
+    _check_replaceable(output_dir)
     staging = output_dir.with_name(f".{output_dir.name}.building-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     splits = {}
     for name, dataset in datasets.items():
-        logits = runs[name].logits
-        split, mass = _split_dataset(logits, top_k)
+        split, mass = _split_dataset(np.asarray(logits[name], dtype=np.float32), top_k)
         split.save_to_disk(str(staging / name))
         splits[name] = {
             "rows": len(split),
             "inputs": inputs_fingerprint(dataset),
             "content": _content_digest(split),
-            "seconds": round(runs[name].seconds, 3),
-            "fp32_reruns": runs[name].fp32_reruns,
             "topk_mass": mass,
+            **(details or {}).get(name, {}),
         }
     metadata = {
         "format_version": FORMAT_VERSION,
         "fingerprint": combine({"key": key.fingerprint, "data": {n: s["inputs"] for n, s in splits.items()}}),
         "key": asdict(key),
         "splits": splits,
-        "num_labels": int(next(iter(runs.values())).logits.shape[-1]),
+        "num_labels": int(np.asarray(next(iter(logits.values()))).shape[-1]),
         "backend": backend,
         "teacher": summary,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": package_versions(*CORE_PACKAGES),
+        **(extra or {}),
     }
     (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     if output_dir.exists():
