@@ -1,15 +1,20 @@
 """Cross-tokenizer distillation: the teacher reads its own tokenization of the text (TeacherInputsCollator)."""
 
 import json
+import logging
+import os
+import subprocess
 
 import pytest
 import torch
 from datasets import Dataset
-from tiny import bert_config, quick_distillation_args, tiny_tokenizer
+from test_ddp import accelerate_launch
+from tiny import bert_config, quick_distillation_args, save_tiny_model, tiny_tokenizer, write_topic_csv
 from torch.utils.data import SequentialSampler
 from transformers import BertForSequenceClassification, BertForTokenClassification, BertTokenizerFast
 
 from distilnlp import DistillationTrainer, TeacherInputsCollator
+from distilnlp.commands.cli import main
 from distilnlp.losses import soft_target_loss_for
 from distilnlp.teacher_cache import METADATA_FILE, StaleTeacherCacheError
 from distilnlp.teacher_cache.fingerprint import tokenizer_fingerprint
@@ -179,3 +184,56 @@ def test_cross_tokenizer_cache_keys_both_tokenizers_and_trains_like_the_live_tea
         DistillationTrainer(model=student, teacher_model=None, args=args, train_dataset=data,
                             data_collator=TeacherInputsCollator(other, teacher_tok, teacher_max_length=9),
                             processing_class=other)  # fmt: skip
+
+
+def save_student(folder, num_labels=3):
+    _, student = models(num_labels=num_labels)
+    student.save_pretrained(folder)
+    student_tokenizer(folder).save_pretrained(folder)
+    return folder
+
+
+def cli_argv(tmp_path, teacher, student, out="run"):
+    data = write_topic_csv(tmp_path / "topics.csv", n=60)
+    return ["distill", "--teacher", str(teacher), "--student", str(student), "--dataset", str(data),
+            "--output_dir", str(tmp_path / out), "--max_steps", "2", "--per_device_train_batch_size", "8",
+            "--report_to", "none", "--save_strategy", "no", "--use_cpu", "true", "--disable_tqdm", "true",
+            "--teacher_max_length", "10"]  # fmt: skip
+
+
+def test_distill_cli_detects_another_tokenizer_and_says_which_path_it_takes(tmp_path, caplog):
+    teacher = save_tiny_model(tmp_path / "teacher", num_labels=3)
+    student = save_student(tmp_path / "student")
+    with caplog.at_level(logging.INFO, logger="distilnlp"):
+        assert main(cli_argv(tmp_path, teacher, student)) == 0
+    assert "Cross-tokenizer distillation" in caplog.text and "logit losses only" in caplog.text
+    results = json.loads((tmp_path / "run" / "distill_results.json").read_text())
+    assert results["cross_tokenizer"] is True
+    assert results["student_test_accuracy"] >= 0 and results["teacher_test_accuracy"] >= 0
+    saved = BertTokenizerFast.from_pretrained(tmp_path / "run")  # the student keeps its own tokenizer
+    assert tokenizer_fingerprint(saved) == tokenizer_fingerprint(BertTokenizerFast.from_pretrained(student))
+    with pytest.raises(ValueError, match="only logit losses can be compared"):
+        main([*cli_argv(tmp_path, teacher, student, "run2"), "--hidden_weight", "1.0"])
+
+    same = save_tiny_model(tmp_path / "same-tokenizer-student", num_labels=3, layers=2, seed=3)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="distilnlp"):
+        assert main(cli_argv(tmp_path, teacher, same, "run3")) == 0
+    assert "share a tokenizer" in caplog.text
+    assert json.loads((tmp_path / "run3" / "distill_results.json").read_text())["cross_tokenizer"] is False
+
+
+@pytest.mark.slow
+def test_cross_tokenizer_distill_runs_under_accelerate_launch_on_two_processes(tmp_path):
+    teacher = save_tiny_model(tmp_path / "teacher", num_labels=3)
+    student = save_student(tmp_path / "student")
+    argv = cli_argv(tmp_path, teacher, student)
+    argv[argv.index("--use_cpu") + 1] = "false"  # DistillationTrainingArguments picks gloo on CPU itself
+    argv[argv.index("--per_device_train_batch_size") + 1] = "4"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(accelerate_launch("-m", "distilnlp", *argv), env=env, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "distill_results.json").read_text())
+    assert results["cross_tokenizer"] is True
+    assert results["training"]["train_batch_size"] == 8  # 4 per process x 2 processes
