@@ -41,8 +41,19 @@ from transformers import (
     TrainingArguments,
 )
 
-from distilnlp import DistillationTrainer, DistillationTrainingArguments, TeacherInputsCollator, create_student
-from distilnlp.commands.stages import FinetuneArguments, evaluate_on, finetune, prepare_data, resolve_model_path
+from distilnlp import (
+    DistillationTrainer,
+    DistillationTrainingArguments,
+    TeacherInputsCollator,
+    create_student,
+)
+from distilnlp.commands.stages import (
+    FinetuneArguments,
+    evaluate_on,
+    finetune,
+    prepare_data,
+    resolve_model_path,
+)
 from distilnlp.data import DataArguments, load_task_data, read_soft_labels, tokenize_task_data
 from distilnlp.metrics import compute_classification_metrics
 from distilnlp.teacher_cache import build_soft_label_cache
@@ -60,6 +71,8 @@ def minilm_teacher(cli, work: Path) -> str:
     if cli.teacher:
         return cli.teacher
     folder = work / "teacher"
+    if (folder / "config.json").exists():  # a finished earlier run in the same --work folder
+        return str(folder)
     args = TrainingArguments(**quiet_args(folder, 42, num_train_epochs=cli.teacher_epochs, learning_rate=1e-4,
                                           per_device_train_batch_size=16, warmup_ratio=0.1, weight_decay=0.01))  # fmt: skip
     finetune(FinetuneArguments("minilm"), DataArguments(max_length=cli.max_length), args)
@@ -87,7 +100,12 @@ def bpe_teacher(cli, work: Path, data_args: DataArguments) -> tuple:
     args = TrainingArguments(**quiet_args(folder / "run", 0, num_train_epochs=cli.bpe_epochs, learning_rate=1e-3,
                                           per_device_train_batch_size=16, warmup_ratio=0.1, weight_decay=0.01))  # fmt: skip
     start = time.perf_counter()
-    Trainer(model=model, args=args, train_dataset=tokenized["train"], data_collator=DataCollatorWithPadding(tokenizer)).train()
+    Trainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized["train"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+    ).train()
     seconds = time.perf_counter() - start
     scores = evaluate_on(model.eval(), tokenized["test"], tokenizer, args, "test")
     print(f"BPE RoBERTa teacher ({len(tokenizer)} tokens, {model.num_parameters():,} parameters): test accuracy "
@@ -102,12 +120,16 @@ def student(seed: int, layers: int):
     return create_student(base, layers)
 
 
-def run_seed(cli, seed, work, data, tokenizer, teacher, soft_cache, bpe_model, bpe_tokenizer, text_data) -> dict:
+def run_seed(
+    cli, seed, work, data, tokenizer, teacher, soft_cache, bpe_model, bpe_tokenizer, text_data
+) -> dict:
     schedule = dict(num_train_epochs=cli.epochs, learning_rate=cli.learning_rate, per_device_train_batch_size=16,
                     warmup_ratio=0.1, weight_decay=0.01)  # fmt: skip
     distill = dict(temperature=cli.temperature, alpha=cli.alpha)
     collator = DataCollatorWithPadding(tokenizer)
-    common = dict(eval_dataset=None, processing_class=tokenizer, compute_metrics=compute_classification_metrics)
+    common = dict(
+        eval_dataset=None, processing_class=tokenizer, compute_metrics=compute_classification_metrics
+    )
     result, predictions = {}, {}
     for method in METHODS:
         model, folder = student(seed, cli.student_layers), work / f"{method}-{seed}"
@@ -167,8 +189,12 @@ def summarise(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", default=None, help="fine-tuned MiniLM teacher folder (default: fine-tune one)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--teacher", default=None, help="fine-tuned MiniLM teacher folder (default: fine-tune one)"
+    )
     parser.add_argument("--output", default="benchmarks/results")
     parser.add_argument("--work", default=None, help="folder for intermediate files (default: a temp folder)")
     parser.add_argument("--seeds", default="0,1,2")
@@ -190,8 +216,10 @@ def main() -> None:
 
     teacher_dir = minilm_teacher(cli, work)
     soft_file = work / "bbc_soft_labels.jsonl"
+    export_start = time.perf_counter()
     subprocess.run([sys.executable, str(HERE / "export_soft_labels.py"), "--model", teacher_dir, "--output",
                     str(soft_file), "--max_length", str(cli.max_length)], check=True)  # fmt: skip
+    export_seconds = time.perf_counter() - export_start
     data_args = DataArguments(max_length=cli.max_length)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     raw, data, names = prepare_data(data_args, tokenizer)
@@ -202,7 +230,9 @@ def main() -> None:
                            all_keys=[t for s in raw.values() for t in s["text"]], tokenizer=tokenizer,
                            max_length=cli.max_length)  # fmt: skip
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
-    teacher_scores = evaluate_on(teacher, data["test"], tokenizer, TrainingArguments(**quiet_args(work / "e", 0)), "test")
+    teacher_scores = evaluate_on(
+        teacher, data["test"], tokenizer, TrainingArguments(**quiet_args(work / "e", 0)), "test"
+    )
     bpe_model, bpe_tokenizer, bpe_report = bpe_teacher(cli, work, data_args)
     text_data = data["train"].add_column("text", raw["train"]["text"])
 
@@ -211,7 +241,11 @@ def main() -> None:
         "train_size": len(data["train"]),
         "minilm_teacher_test_accuracy": teacher_scores["test_accuracy"],
         "bpe_teacher": bpe_report,
-        "soft_label_file": {"rows": len(soft.keys), "fingerprint": soft.fingerprint},
+        "soft_label_file": {
+            "rows": len(soft.keys),
+            "fingerprint": soft.fingerprint,
+            "export_seconds": round(export_seconds, 1),
+        },  # fmt: skip
         "settings": {k: v for k, v in vars(cli).items() if k not in ("output", "work", "teacher")},
         "threads": torch.get_num_threads(),
         "seeds": {},

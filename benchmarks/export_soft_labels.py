@@ -21,7 +21,9 @@ from distilnlp.data import load_bbc_news  # only the texts: the bundled corpus, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="fine-tuned sequence-classification model folder")
     parser.add_argument("--output", required=True, help="JSONL file to write")
     parser.add_argument("--max_length", type=int, default=128)
@@ -36,10 +38,14 @@ def main() -> None:
     with open(cli.output, "w") as f, torch.inference_mode():
         for begin in range(0, len(texts), cli.batch_size):
             batch = texts[begin : begin + cli.batch_size]
-            inputs = tokenizer(batch, truncation=True, max_length=cli.max_length, padding=True, return_tensors="pt")
+            inputs = tokenizer(
+                batch, truncation=True, max_length=cli.max_length, padding=True, return_tensors="pt"
+            )
             probabilities = torch.softmax(model(**inputs).logits.double(), dim=-1).tolist()
             for text, row in zip(batch, probabilities, strict=True):
-                f.write(json.dumps({"text": text, "probabilities": dict(zip(names, row, strict=True))}) + "\n")
+                f.write(
+                    json.dumps({"text": text, "probabilities": dict(zip(names, row, strict=True))}) + "\n"
+                )
     print(f"wrote {len(texts)} rows of {len(names)} class probabilities to {cli.output} "
           f"in {time.perf_counter() - start:.1f} s")  # fmt: skip
 

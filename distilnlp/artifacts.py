@@ -17,7 +17,8 @@ EXPORT_SUMMARY_FILE = "distilnlp_export.json"
 ORT_CONFIG_FILE = "ort_config.json"
 # teacher cache
 TEACHER_CACHE_METADATA_FILE = "distilnlp_teacher_cache.json"
-SOFT_LABEL_CACHE_DIR = "soft-label-cache"  # `distill --soft_labels`: the file as a teacher cache, in output_dir
+# `distill --soft_labels`: the file turned into a teacher cache, inside output_dir
+SOFT_LABEL_CACHE_DIR = "soft-label-cache"
 # distilnlp benchmark
 BENCHMARK_JSON_FILE = "benchmark.json"
 BENCHMARK_MARKDOWN_FILE = "benchmark.md"

@@ -169,7 +169,12 @@ class DistillationTrainer(Trainer):
             pairs = ()
         else:
             pairs = check_compatible(
-                model, teacher, args.parsed_layer_mapping, need_hidden, need_attention, self.teacher_inputs is None
+                model,
+                teacher,
+                args.parsed_layer_mapping,
+                need_hidden,
+                need_attention,
+                self.teacher_inputs is None,
             )
         cached_labels = self._cached_num_labels
         if cached_labels is not None and cached_labels != model.config.num_labels:
@@ -241,7 +246,9 @@ class DistillationTrainer(Trainer):
         teacher_logits = teacher_out.logits if teacher_out is not None else cached_logits
 
         mask = inputs.get("attention_mask")
-        soft = self._soft_loss(student_out.logits, teacher_logits, mask, counts, settings, teacher_out is None)
+        soft = self._soft_loss(
+            student_out.logits, teacher_logits, mask, counts, settings, teacher_out is None
+        )
         components = {"soft": soft}
         labels = inputs.get("labels")
         if labels is not None and student_out.get("loss") is not None:

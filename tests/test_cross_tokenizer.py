@@ -64,7 +64,9 @@ def collator_for(tokenizers, **kwargs):
     [("single_label_classification", 3), ("multi_label_classification", 3), ("regression", 1)],
 )
 @pytest.mark.parametrize("pretokenized", [False, True])
-def test_soft_loss_equals_each_model_on_its_own_tokenization(tmp_path, tokenizers, problem_type, num_labels, pretokenized):
+def test_soft_loss_equals_each_model_on_its_own_tokenization(
+    tmp_path, tokenizers, problem_type, num_labels, pretokenized
+):
     student_tok, teacher_tok = tokenizers
     teacher, student = models(problem_type, num_labels)
     data = Dataset.from_dict({"text": TEXTS, "labels": labels_for(problem_type, len(TEXTS), num_labels)})
@@ -137,7 +139,9 @@ def test_feature_losses_across_tokenizers_fail_at_construction(tmp_path, tokeniz
     teacher, student = models()
     data = Dataset.from_dict({"text": TEXTS, "labels": [0] * len(TEXTS)})
     args = quick_distillation_args(tmp_path, **overrides)
-    with pytest.raises(ValueError, match=r"only logit losses can be compared.*Set (hidden|attention)_weight=0"):
+    with pytest.raises(
+        ValueError, match=r"only logit losses can be compared.*Set (hidden|attention)_weight=0"
+    ):
         DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data,
                             data_collator=collator_for(tokenizers))  # fmt: skip
 

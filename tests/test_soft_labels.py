@@ -55,7 +55,9 @@ def test_a_soft_label_file_trains_like_the_cache_of_the_live_teacher(tmp_path, k
     tokenizer = tiny_tokenizer(tmp_path / "tok")
     data = tokenized(tokenizer)
     teacher, _ = tiny_pair(initializer_range=0.3)
-    live = build_teacher_cache(tmp_path / "live", teacher, {"train": data.remove_columns("text")}, tokenizer=tokenizer)
+    live = build_teacher_cache(
+        tmp_path / "live", teacher, {"train": data.remove_columns("text")}, tokenizer=tokenizer
+    )
     logits = np.asarray(live.logits("train")[LOGITS])
     # What an outside tool would write: one row per text, a value per class name (shuffled key order).
     rows = []
@@ -113,21 +115,32 @@ def test_formats_csv_wide_columns_parquet_lists_label_names_and_a_label_map(tmp_
     probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
     expected = np.log(probabilities).astype(np.float32)
     csv = tmp_path / "soft.csv"
-    pd.DataFrame({"text": TEXTS[:2], **{f"probabilities.{n}": probabilities[:, c] for c, n in enumerate(NAMES)}}).to_csv(csv, index=False)
+    pd.DataFrame(
+        {"text": TEXTS[:2], **{f"probabilities.{n}": probabilities[:, c] for c, n in enumerate(NAMES)}}
+    ).to_csv(csv, index=False)
     parquet = tmp_path / "soft.parquet"
     pd.DataFrame({"id": [10, 11], "probabilities": [p[::-1].tolist() for p in probabilities],
                   "label_names": [["gamma", "beta", "alpha"]] * 2}).to_parquet(parquet)  # fmt: skip
     renamed = write_jsonl(tmp_path / "renamed.jsonl", [
         {"text": TEXTS[i], "probabilities": {"A": p[0], "B": p[1], "C": p[2]}} for i, p in enumerate(probabilities)
     ])  # fmt: skip
-    for path, options in ((csv, {}), (parquet, {}), (renamed, {"label_map": {"A": "alpha", "B": "beta", "C": "gamma"}})):
+    for path, options in (
+        (csv, {}),
+        (parquet, {}),
+        (renamed, {"label_map": {"A": "alpha", "B": "beta", "C": "gamma"}}),
+    ):
         soft = read_soft_labels(path, NAMES, **options)
         np.testing.assert_allclose(soft.logits, expected, rtol=1e-6)
     assert read_soft_labels(parquet, NAMES).keys == ["10", "11"]
     # Content, not bytes, is fingerprinted: the same values in CSV and JSONL give one fingerprint.
-    same = write_jsonl(tmp_path / "same.jsonl", [{"text": TEXTS[i], "probabilities": p.tolist()} for i, p in enumerate(probabilities)])
+    same = write_jsonl(
+        tmp_path / "same.jsonl",
+        [{"text": TEXTS[i], "probabilities": p.tolist()} for i, p in enumerate(probabilities)],
+    )
     assert read_soft_labels(same, NAMES).fingerprint == read_soft_labels(csv, NAMES).fingerprint
-    assert read_soft_labels(same, NAMES, temperature=2.0).fingerprint != read_soft_labels(csv, NAMES).fingerprint
+    assert (
+        read_soft_labels(same, NAMES, temperature=2.0).fingerprint != read_soft_labels(csv, NAMES).fingerprint
+    )
 
 
 GOOD = {"alpha": 0.5, "beta": 0.25, "gamma": 0.25}
@@ -136,13 +149,34 @@ GOOD = {"alpha": 0.5, "beta": 0.25, "gamma": 0.25}
 @pytest.mark.parametrize(
     ("bad_row", "message"),
     [
-        ({"probabilities": [0.5, 0.5]}, r"row 3 has 2 probabilities but the task has 3 classes \(alpha, beta, gamma\)"),
-        ({"probabilities": {"alpha": 0.5, "beta": 0.25, "sports": 0.25}}, r"row 3 names class 'sports', which is not a task label"),
-        ({"logits": {"alpha": 1.0, "beta": float("nan"), "gamma": 0.0}}, r"row 3: the logits value of class 'beta' is nan"),
-        ({"probabilities": {"alpha": 0.5, "beta": float("nan"), "gamma": 0.25}}, r"row 3: the probabilities value of class 'beta' is nan"),
-        ({"probabilities": {"alpha": 0.5, "beta": 0.3, "gamma": 0.1}}, r"row 3: probabilities sum to 0.9, not 1 \(tolerance 0.001\)"),
-        ({"text": "not in the data", "probabilities": GOOD}, r"row 3 matches no text of the task data \(text 'not in the data'; 1 of 3 rows match none\)"),
-        ({"text": TEXTS[0], "probabilities": {"alpha": 0.2, "beta": 0.4, "gamma": 0.4}}, r"row 3 repeats the text of row 1 with other probabilities"),
+        (
+            {"probabilities": [0.5, 0.5]},
+            r"row 3 has 2 probabilities but the task has 3 classes \(alpha, beta, gamma\)",
+        ),
+        (
+            {"probabilities": {"alpha": 0.5, "beta": 0.25, "sports": 0.25}},
+            r"row 3 names class 'sports', which is not a task label",
+        ),
+        (
+            {"logits": {"alpha": 1.0, "beta": float("nan"), "gamma": 0.0}},
+            r"row 3: the logits value of class 'beta' is nan",
+        ),
+        (
+            {"probabilities": {"alpha": 0.5, "beta": float("nan"), "gamma": 0.25}},
+            r"row 3: the probabilities value of class 'beta' is nan",
+        ),
+        (
+            {"probabilities": {"alpha": 0.5, "beta": 0.3, "gamma": 0.1}},
+            r"row 3: probabilities sum to 0.9, not 1 \(tolerance 0.001\)",
+        ),
+        (
+            {"text": "not in the data", "probabilities": GOOD},
+            r"row 3 matches no text of the task data \(text 'not in the data'; 1 of 3 rows match none\)",
+        ),
+        (
+            {"text": TEXTS[0], "probabilities": {"alpha": 0.2, "beta": 0.4, "gamma": 0.4}},
+            r"row 3 repeats the text of row 1 with other probabilities",
+        ),
     ],
 )
 def test_malformed_soft_label_files_fail_with_one_line_naming_the_row(tmp_path, bad_row, message):

@@ -102,7 +102,9 @@ def distill_from_soft_labels(
     `<output_dir>/soft-label-cache`) over the student's tokenized train and validation splits.
     """
     if args.teacher_cache_top_k is not None:
-        raise ValueError("teacher_cache_top_k does not apply to soft_labels (every class is stored); unset it.")
+        raise ValueError(
+            "teacher_cache_top_k does not apply to soft_labels (every class is stored); unset it."
+        )
     path = resolve_model_path(distill_args.student)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=distill_args.trust_remote_code)
     raw, tokenized, names = prepare_data(data_args, tokenizer)

@@ -101,7 +101,7 @@ class DistillArguments:
     soft_labels_label_map: str | None = field(
         default=None,
         metadata={
-            "help": 'JSON mapping from the file\'s class names to the task\'s, e.g. \'{"sports": "sport"}\'.'
+            "help": "JSON mapping from the file's class names to the task's, e.g. '{\"sports\": \"sport\"}'."
         },
     )
     soft_labels_tolerance: float = field(
@@ -173,7 +173,7 @@ class DistillArguments:
             mapping = None
         if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
             raise ValueError(
-                f"soft_labels_label_map must be a JSON object of class names, e.g. '{{\"sports\": \"sport\"}}', "
+                f'soft_labels_label_map must be a JSON object of class names, e.g. \'{{"sports": "sport"}}\', '
                 f"got {self.soft_labels_label_map!r}."
             )
         return {str(k): v for k, v in mapping.items()}
@@ -286,7 +286,9 @@ def load_teacher_and_data(
 ):
     """(teacher, tokenizer, tokenized splits, label names); the teacher must predict the data's labels."""
     if not distill_args.teacher:
-        raise ValueError("This command needs a teacher (--teacher PATH); soft_labels work with `distill` only.")
+        raise ValueError(
+            "This command needs a teacher (--teacher PATH); soft_labels work with `distill` only."
+        )
     teacher = AutoModelForSequenceClassification.from_pretrained(
         distill_args.teacher,
         trust_remote_code=distill_args.trust_remote_code,

@@ -113,16 +113,22 @@ def _read_rows(path: Path) -> list[dict]:
                     try:
                         rows.append(json.loads(line))
                     except ValueError as error:
-                        raise SoftLabelError(f"{path}: row {len(rows) + 1} (line {number}) is not JSON: {error}.")
+                        raise SoftLabelError(
+                            f"{path}: row {len(rows) + 1} (line {number}) is not JSON: {error}."
+                        ) from None
         if not all(isinstance(r, dict) for r in rows):
-            raise SoftLabelError(f"{path}: every row must be a JSON object with a key and probabilities/logits.")
+            raise SoftLabelError(
+                f"{path}: every row must be a JSON object with a key and probabilities/logits."
+            )
         return rows
     if suffix in (".csv", ".parquet"):
         import pandas as pd
 
         frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
         return frame.to_dict("records")
-    raise SoftLabelError(f"{path}: unsupported soft-label file type {suffix!r}; use .jsonl, .json, .csv or .parquet.")
+    raise SoftLabelError(
+        f"{path}: unsupported soft-label file type {suffix!r}; use .jsonl, .json, .csv or .parquet."
+    )
 
 
 def _parse_cell(value):
@@ -161,8 +167,10 @@ def _to_logits(values: list, kind: str, number: int, path: Path, names: list[str
         try:
             number_value = float(value)
         except (TypeError, ValueError):
-            raise SoftLabelError(f"{path}: row {number}: {kind[:-1] if kind == 'logits' else 'probability'} "
-                                 f"of class {name!r} is {value!r}, not a number.") from None
+            raise SoftLabelError(
+                f"{path}: row {number}: {kind[:-1] if kind == 'logits' else 'probability'} "
+                f"of class {name!r} is {value!r}, not a number."
+            ) from None
         if not math.isfinite(number_value):
             raise SoftLabelError(
                 f"{path}: row {number}: the {kind} value of class {name!r} is {number_value} (not finite); "
@@ -206,7 +214,9 @@ def read_soft_labels(
         raise SoftLabelError(f"soft_labels_temperature must be > 0, got {temperature}.")
     rows = _read_rows(path)
     if not rows:
-        raise SoftLabelError(f"{path} has no rows; write one row per example with a key and probabilities/logits.")
+        raise SoftLabelError(
+            f"{path} has no rows; write one row per example with a key and probabilities/logits."
+        )
     columns = {c for r in rows for c in r}
     key = key or next((k for k in KEYS if k in columns), None)
     if key not in KEYS or key not in columns:

@@ -62,7 +62,9 @@ def build_teacher_cache(
     key = cache_key(teacher, tokenizer, max_length, top_k, student_tokenizer)
     runs = compute_teacher_logits(teacher, datasets, backend=backend, batch_size=batch_size)
     logits = {name: run.logits for name, run in runs.items()}
-    details = {name: {"seconds": round(run.seconds, 3), "fp32_reruns": run.fp32_reruns} for name, run in runs.items()}
+    details = {
+        name: {"seconds": round(run.seconds, 3), "fp32_reruns": run.fp32_reruns} for name, run in runs.items()
+    }
     return write_cache(output_dir, datasets, logits, key, summary, backend, top_k, details)
 
 

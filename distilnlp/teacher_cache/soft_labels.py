@@ -101,5 +101,7 @@ def _current(path: Path, key: CacheKey, datasets: dict[str, Dataset]) -> Teacher
     except TeacherCacheError:
         return None
     splits = cache.metadata["splits"]
-    same_inputs = all(name in splits and splits[name]["inputs"] == inputs_fingerprint(d) for name, d in datasets.items())
+    same_inputs = all(
+        name in splits and splits[name]["inputs"] == inputs_fingerprint(d) for name, d in datasets.items()
+    )
     return cache if cache.key == key and same_inputs else None
