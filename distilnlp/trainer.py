@@ -168,14 +168,8 @@ class DistillationTrainer(Trainer):
                 )
             pairs = ()
         else:
-            pairs = check_compatible(
-                model,
-                teacher,
-                args.parsed_layer_mapping,
-                need_hidden,
-                need_attention,
-                self.teacher_inputs is None,
-            )
+            mapping, same_ids = args.parsed_layer_mapping, self.teacher_inputs is None
+            pairs = check_compatible(model, teacher, mapping, need_hidden, need_attention, same_ids)
         cached_labels = self._cached_num_labels
         if cached_labels is not None and cached_labels != model.config.num_labels:
             raise ValueError(
@@ -246,10 +240,10 @@ class DistillationTrainer(Trainer):
         teacher_logits = teacher_out.logits if teacher_out is not None else cached_logits
 
         mask = inputs.get("attention_mask")
-        soft = self._soft_loss(
-            student_out.logits, teacher_logits, mask, counts, settings, teacher_out is None
-        )
-        components = {"soft": soft}
+        cached = teacher_out is None
+        components = {
+            "soft": self._soft_loss(student_out.logits, teacher_logits, mask, counts, settings, cached)
+        }
         labels = inputs.get("labels")
         if labels is not None and student_out.get("loss") is not None:
             # The model's own loss is a mean over its label entries; re-weight it to the window's count. A
