@@ -54,7 +54,7 @@ from distilnlp.commands.stages import (
     prepare_data,
     resolve_model_path,
 )
-from distilnlp.data import DataArguments, load_task_data, read_soft_labels, tokenize_task_data
+from distilnlp.data import DataArguments, load_bbc_news, load_task_data, read_soft_labels, tokenize_task_data
 from distilnlp.metrics import compute_classification_metrics
 from distilnlp.teacher_cache import build_soft_label_cache
 
@@ -75,8 +75,20 @@ def minilm_teacher(cli, work: Path) -> str:
         return str(folder)
     args = TrainingArguments(**quiet_args(folder, 42, num_train_epochs=cli.teacher_epochs, learning_rate=1e-4,
                                           per_device_train_batch_size=16, warmup_ratio=0.1, weight_decay=0.01))  # fmt: skip
-    finetune(FinetuneArguments("minilm"), DataArguments(max_length=cli.max_length), args)
+    base = "minilm"
+    if (
+        cli.teacher_layers < 6
+    ):  # a shallower MiniLM teacher: its first layers, then fine-tuned like the full one
+        base = str(work / "minilm-cut")
+        create_student(AutoModelForSequenceClassification.from_pretrained(resolve_model_path("minilm"), num_labels=5),
+                       cli.teacher_layers, "first").save_pretrained(base)  # fmt: skip
+        AutoTokenizer.from_pretrained(resolve_model_path("minilm")).save_pretrained(base)
+    finetune(FinetuneArguments(base), data_arguments(cli), args)
     return str(folder)
+
+
+def data_arguments(cli) -> DataArguments:
+    return DataArguments(max_length=cli.max_length, max_train_samples=cli.max_train_samples)
 
 
 def bpe_teacher(cli, work: Path, data_args: DataArguments) -> tuple:
@@ -164,7 +176,8 @@ def summarise(report: dict) -> str:
     seeds = report["seeds"]
     lines = [
         f"BBC News test set: {report['test_size']} articles; {len(seeds)} seed(s) {sorted(int(s) for s in seeds)}; "
-        f"student = packaged MiniLM cut to {report['settings']['student_layers']} layers; "
+        f"{report['train_size']} training articles; student = packaged MiniLM cut to "
+        f"{report['settings']['student_layers']} layers; MiniLM teacher {report['settings']['teacher_layers']} layers; "
         f"{report['settings']['epochs']} epoch(s), max_length {report['settings']['max_length']}.",
         "",
         "| student taught by | test accuracy (mean ± std) |",
@@ -200,6 +213,10 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--max_length", type=int, default=64)
     parser.add_argument("--teacher_epochs", type=float, default=1.0)
+    parser.add_argument(
+        "--teacher_layers", type=int, default=6, help="MiniLM layers of the teacher (first k)"
+    )
+    parser.add_argument("--max_train_samples", type=int, default=None, help="first N training articles only")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--student_layers", type=int, default=2)
     parser.add_argument("--learning_rate", type=float, default=2e-4)
@@ -220,14 +237,14 @@ def main() -> None:
     subprocess.run([sys.executable, str(HERE / "export_soft_labels.py"), "--model", teacher_dir, "--output",
                     str(soft_file), "--max_length", str(cli.max_length)], check=True)  # fmt: skip
     export_seconds = time.perf_counter() - export_start
-    data_args = DataArguments(max_length=cli.max_length)
+    data_args = data_arguments(cli)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     raw, data, names = prepare_data(data_args, tokenizer)
     soft = read_soft_labels(soft_file, names)
     splits = ("train", "validation")
     soft_cache = work / "soft-label-cache"
     build_soft_label_cache(soft_cache, soft, {s: data[s] for s in splits}, {s: raw[s]["text"] for s in splits},
-                           all_keys=[t for s in raw.values() for t in s["text"]], tokenizer=tokenizer,
+                           all_keys=load_bbc_news()["text"], tokenizer=tokenizer,
                            max_length=cli.max_length)  # fmt: skip
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
     teacher_scores = evaluate_on(

@@ -242,7 +242,7 @@ class DistillationTrainer(Trainer):
         mask = inputs.get("attention_mask")
         cached = teacher_out is None
         components = {
-            "soft": self._soft_loss(student_out.logits, teacher_logits, mask, counts, settings, cached)
+            "soft": self._soft_loss(student_out.logits, teacher_logits, mask, counts, settings, cached=cached)
         }
         labels = inputs.get("labels")
         if labels is not None and student_out.get("loss") is not None:
@@ -289,7 +289,14 @@ class DistillationTrainer(Trainer):
             return self.teacher_model(**teacher_inputs, **requested)
 
     def _soft_loss(
-        self, student_logits, teacher_logits, mask, counts: ItemCounts, settings: LossSettings, cached=False
+        self,
+        student_logits,
+        teacher_logits,
+        mask,
+        counts: ItemCounts,
+        settings: LossSettings,
+        *,
+        cached=False,
     ) -> torch.Tensor:
         problem_type = self.accelerator.unwrap_model(self.model).config.problem_type
         if student_logits.dim() == 3:  # token classification: one distribution per real token
