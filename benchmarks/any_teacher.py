@@ -73,7 +73,7 @@ def minilm_teacher(cli, work: Path) -> str:
     folder = work / "teacher"
     if (folder / "config.json").exists():  # a finished earlier run in the same --work folder
         return str(folder)
-    args = TrainingArguments(**quiet_args(folder, 42, num_train_epochs=cli.teacher_epochs, learning_rate=1e-4,
+    args = TrainingArguments(**quiet_args(folder, 42, num_train_epochs=cli.teacher_epochs, learning_rate=cli.teacher_learning_rate,
                                           per_device_train_batch_size=16, warmup_ratio=0.1, weight_decay=0.01))  # fmt: skip
     base = "minilm"
     if (
@@ -213,6 +213,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--max_length", type=int, default=64)
     parser.add_argument("--teacher_epochs", type=float, default=1.0)
+    parser.add_argument("--teacher_learning_rate", type=float, default=1e-4)
     parser.add_argument(
         "--teacher_layers", type=int, default=6, help="MiniLM layers of the teacher (first k)"
     )
