@@ -1,5 +1,6 @@
 """distilnlp: distill fine-tuned BERT-class teachers into small students and ship them as int8 ONNX."""
 
+from .data.teacher_inputs import TeacherInputsCollator
 from .layers import LayerMapping
 from .losses import (
     attention_kl_loss,
@@ -20,6 +21,7 @@ __all__ = [
     "DistillationTrainingArguments",
     "LayerMapping",
     "NonFiniteLossError",
+    "TeacherInputsCollator",
     "attention_kl_loss",
     "create_student",
     "create_random_student",

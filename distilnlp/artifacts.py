@@ -20,6 +20,8 @@ ORT_CONFIG_FILE = "ort_config.json"
 EXPORT_STAGING_PREFIX = ".distilnlp-export-"  # temporary sibling folder an export is built in
 # teacher cache
 TEACHER_CACHE_METADATA_FILE = "distilnlp_teacher_cache.json"
+# `distill --soft_labels`: the file turned into a teacher cache, inside output_dir
+SOFT_LABEL_CACHE_DIR = "soft-label-cache"
 # distilnlp benchmark
 BENCHMARK_JSON_FILE = "benchmark.json"
 BENCHMARK_MARKDOWN_FILE = "benchmark.md"

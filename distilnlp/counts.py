@@ -6,19 +6,24 @@ from dataclasses import dataclass
 
 import torch
 
+from .teacher_cache.format import LOGITS as CACHED_LOGITS
+
 
 @dataclass
 class ItemCounts:
     """Counts over one micro-batch, or summed over an accumulation window and all processes.
 
     examples: sequences; tokens: real (non-padding) tokens; squared_lengths: sum of len^2 (attention
-    pairs); labels: label entries != -100 (what the model's own loss averages over).
+    pairs); labels: label entries != -100 (what the model's own loss averages over); soft_targets: rows
+    whose cached teacher logits are finite (all rows without a cache; a soft-label file leaves the rows it
+    does not cover NaN).
     """
 
     examples: torch.Tensor
     tokens: torch.Tensor
     squared_lengths: torch.Tensor
     labels: torch.Tensor
+    soft_targets: torch.Tensor
 
     @classmethod
     def of_batch(cls, inputs: dict) -> ItemCounts:
@@ -28,10 +33,13 @@ class ItemCounts:
         lengths = mask.sum(-1).double()
         labels = inputs.get("labels")
         label_count = labels.ne(-100).sum().double() if labels is not None else lengths.new_zeros(())
-        return cls(lengths.new_tensor(float(len(lengths))), lengths.sum(), lengths.pow(2).sum(), label_count)
+        examples = lengths.new_tensor(float(len(lengths)))
+        cached = inputs.get(CACHED_LOGITS)
+        soft = torch.isfinite(cached).all(-1).sum().double() if cached is not None else examples
+        return cls(examples, lengths.sum(), lengths.pow(2).sum(), label_count, soft)
 
     def as_tensor(self) -> torch.Tensor:
-        return torch.stack([self.examples, self.tokens, self.squared_lengths, self.labels])
+        return torch.stack([self.examples, self.tokens, self.squared_lengths, self.labels, self.soft_targets])
 
     @classmethod
     def from_tensor(cls, values: torch.Tensor) -> ItemCounts:

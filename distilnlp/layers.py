@@ -94,23 +94,29 @@ def check_compatible(
     mapping: LayerMapping,
     need_hidden: bool,
     need_attention: bool,
+    same_tokenizer: bool = True,
 ) -> tuple[tuple[int, int], ...]:
     """Raise `ValueError` (saying what to fix) unless `student` can learn from `teacher`.
 
-    Returns the resolved `(student_layer, teacher_layer)` pairs.
+    Returns the resolved `(student_layer, teacher_layer)` pairs. With `same_tokenizer=False` (each model reads
+    its own tokenization, `TeacherInputsCollator`) only the labels are compared and no layers are paired.
     """
     s_cfg, t_cfg = student.config, teacher.config
-    if s_cfg.vocab_size != t_cfg.vocab_size:
+    if same_tokenizer and s_cfg.vocab_size != t_cfg.vocab_size:
         raise ValueError(
             f"The teacher's vocabulary ({t_cfg.vocab_size} tokens) and the student's ({s_cfg.vocab_size}) differ, "
             "so the two models would read different token ids. Build the student from the teacher "
-            "(distilnlp.create_student) or from a checkpoint that uses the teacher's tokenizer."
+            "(distilnlp.create_student) or from a checkpoint that uses the teacher's tokenizer; or, for "
+            "logit-only distillation, keep the raw text and pass data_collator=distilnlp.TeacherInputsCollator("
+            "student_tokenizer, teacher_tokenizer) so each model reads its own tokenization."
         )
     if s_cfg.num_labels != t_cfg.num_labels:
         raise ValueError(
             f"The teacher predicts {t_cfg.num_labels} labels but the student {s_cfg.num_labels}. Load the student "
             f"with num_labels={t_cfg.num_labels} (and the teacher's id2label) so their logits can be compared."
         )
+    if not same_tokenizer:
+        return ()
     pairs = mapping.resolve(s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
     if need_attention:
         for s, t in pairs:

@@ -27,6 +27,9 @@ def render_model_card(summary: dict, scores: dict[str, float] | None, model_name
     ]
     for role in ("teacher", "student"):
         shape = summary[f"{role}_shape"]
+        if shape is None:  # soft labels brought from outside: no teacher model is known
+            lines.append(f"| {role} | {summary[role]} | | | |")
+            continue
         lines.append(
             f"| {role} | {shape['layers']} | {shape['hidden_size']} | {shape['heads']} | {shape['parameters']:,} |"
         )

@@ -13,6 +13,12 @@ from transformers import PreTrainedModel, Trainer
 
 from .augment import Augmenter, augment_window
 from .counts import ItemCounts
+from .data.teacher_inputs import (
+    TEACHER_INPUT_KEYS,
+    TeacherInputsCollator,
+    check_cross_tokenizer,
+    pop_teacher_inputs,
+)
 from .distributed import settle_gloo_workers_at_exit
 from .layers import (
     PROJECTIONS_FILE,
@@ -112,6 +118,9 @@ class DistillationTrainer(Trainer):
             )
         if model is not None or model_init is None:
             _check_model("model (the student)", model)
+        collator = kwargs.get("data_collator")
+        # Set when the teacher reads its own tokenization of the text (cross-tokenizer distillation).
+        self.teacher_inputs = collator if isinstance(collator, TeacherInputsCollator) else None
         self.teacher_cache_info: dict | None = None  # the cache's metadata, when one is used
         if args.teacher_cache and not args.uses_teacher:
             logger.warning(
@@ -120,7 +129,7 @@ class DistillationTrainer(Trainer):
             )
         elif args.teacher_cache:
             train_dataset, eval_dataset, self.teacher_cache_info = attach_teacher_cache(
-                args, teacher_model, processing_class, train_dataset, eval_dataset
+                args, teacher_model, processing_class, train_dataset, eval_dataset, self.teacher_inputs
             )
         uses_cache = has_cached_logits(getattr(train_dataset, "column_names", None) or ())
         teachers = as_teacher_list(teacher_model)
@@ -189,6 +198,8 @@ class DistillationTrainer(Trainer):
         need_attention = args.max_weight("attention_weight") > 0
         need_relation = args.max_weight("relation_weight") > 0
         teacher = self.teacher_model
+        if self.teacher_inputs is not None:
+            check_cross_tokenizer(model, teacher, args)
         if teacher is None:
             if need_hidden or need_attention or need_relation:
                 raise ValueError(
@@ -199,8 +210,10 @@ class DistillationTrainer(Trainer):
                 )
             pairs = ()
         else:
-            pairs = check_compatible(model, teacher, args.parsed_layer_mapping, need_hidden, need_attention)
-            check_teachers(model, self.teachers)
+            mapping, same_ids = args.parsed_layer_mapping, self.teacher_inputs is None
+            pairs = check_compatible(model, teacher, mapping, need_hidden, need_attention, same_ids)
+            if same_ids:  # across tokenizers the vocabularies differ by design (check_cross_tokenizer above)
+                check_teachers(model, self.teachers)
         cached_labels = self._cached_num_labels
         if cached_labels is not None and cached_labels != model.config.num_labels:
             raise ValueError(
@@ -235,14 +248,16 @@ class DistillationTrainer(Trainer):
     # ------------------------------------------------------------------------------------- teacher cache
 
     def _set_signature_columns_if_needed(self):
-        # Keep the cache columns, which the student's forward does not take: compute_loss pops them.
+        # Keep the cache columns (and the raw text a TeacherInputsCollator tokenizes for the teacher), which
+        # the student's forward does not take: compute_loss pops them.
         super()._set_signature_columns_if_needed()
-        self._signature_columns += [c for c in CACHE_COLUMNS if c not in self._signature_columns]
+        extra = [*CACHE_COLUMNS, *([self.teacher_inputs.text_column] if self.teacher_inputs else [])]
+        self._signature_columns += [c for c in extra if c not in self._signature_columns]
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         if not all(inputs.get(k) is not None for k in self.label_names):
             # Without labels Trainer calls the model directly, which does not take the cache columns.
-            inputs = {k: v for k, v in inputs.items() if k not in CACHE_COLUMNS}
+            inputs = {k: v for k, v in inputs.items() if k not in CACHE_COLUMNS + TEACHER_INPUT_KEYS}
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     # ----------------------------------------------------------------------------------------------- loss
@@ -255,8 +270,10 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         settings = self.loss_settings()
         inputs = dict(inputs)
+        counts, scale = self._counts(model, inputs)  # before the pops: counts rows with cached soft targets
         num_labels = self.accelerator.unwrap_model(model).config.num_labels
         cached_logits = pop_cached_logits(inputs, num_labels)  # (B, C), or None without a cache
+        teacher_inputs = pop_teacher_inputs(inputs)  # the teacher's own tokenization, or None (shared ids)
         requested = {}
         if self.hidden_pairs:
             requested["output_hidden_states"] = True
@@ -266,18 +283,24 @@ class DistillationTrainer(Trainer):
         student_out = model(**inputs, **requested)
         teacher_out = None
         uses_teacher = self.args.uses_teacher  # False: plain fine-tuning, the teacher is never run
+        teacher_side = teacher_inputs or inputs  # the teacher's own tokenization when it differs
         if uses_teacher and (cached_logits is None or requested or self.relations is not None):
             # Hidden states / attention maps / Q, K, V only come from a live teacher.
-            teacher_out = self._run_teacher(inputs, requested)
+            teacher_out = self._run_teacher(teacher_side, requested)
         teacher_logits = (
-            self._soft_target_logits(inputs, teacher_out, cached_logits, settings) if uses_teacher else None
+            self._soft_target_logits(teacher_side, teacher_out, cached_logits, settings)
+            if uses_teacher
+            else None
         )
 
-        counts, scale = self._counts(model, inputs)
         mask = inputs.get("attention_mask")
         components = {}
         if uses_teacher:
-            components["soft"] = self._soft_loss(student_out.logits, teacher_logits, mask, counts, settings)
+            # Soft targets read from a cache may hold NaN rows (a soft-label file that did not cover them).
+            cached = cached_logits is not None and (teacher_out is None or self._num_teachers > 1)
+            components["soft"] = self._soft_loss(
+                student_out.logits, teacher_logits, mask, counts, settings, cached=cached
+            )
         labels = inputs.get("labels")
         if labels is not None and student_out.get("loss") is not None:
             # The model's own loss is a mean over its label entries; re-weight it to the window's count. A
@@ -353,11 +376,21 @@ class DistillationTrainer(Trainer):
             return teacher(**teacher_inputs, **requested)
 
     def _soft_loss(
-        self, student_logits, teacher_logits, mask, counts: ItemCounts, settings: LossSettings
+        self,
+        student_logits,
+        teacher_logits,
+        mask,
+        counts: ItemCounts,
+        settings: LossSettings,
+        *,
+        cached=False,
     ) -> torch.Tensor:
         problem_type = self.accelerator.unwrap_model(self.model).config.problem_type
         if student_logits.dim() == 3:  # token classification: one distribution per real token
             problem_type, normalizer = "single_label_classification", "tokens"
+        elif cached:  # rows a soft-label file did not cover hold NaN: they get the hard loss only
+            mask, normalizer = torch.isfinite(teacher_logits).all(-1), "soft_targets"
+            teacher_logits = teacher_logits.nan_to_num(0.0)
         else:
             mask, normalizer = None, "examples"
         loss_fn = soft_target_loss_for(problem_type)
@@ -489,7 +522,7 @@ class DistillationTrainer(Trainer):
             return
         name = model_name or self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
         summary = self.distillation_summary()
-        if summary["teacher_shape"] is None:
+        if summary["teacher_shape"] is None and summary["teacher_cache"] is None:
             logger.warning("No model card: the teacher is unknown (pass teacher_model or use teacher_cache).")
             return
         card = render_model_card(summary, self.model_card_scores, name)

@@ -299,4 +299,5 @@ def test_metadata_records_how_the_cache_was_made(built):
     meta = json.loads((cache.path / METADATA_FILE).read_text())
     assert meta["backend"] == "torch" and meta["num_labels"] == 3 and meta["splits"]["train"]["rows"] == 24
     assert meta["teacher"]["task"] == "sequence-classification"
-    assert set(meta["key"]) == {"teacher", "tokenizer", "max_length", "top_k"}
+    assert set(meta["key"]) == {"teacher", "tokenizer", "max_length", "top_k", "student_tokenizer"}
+    assert meta["key"]["student_tokenizer"] is None  # one tokenizer for both models

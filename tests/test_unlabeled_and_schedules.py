@@ -181,7 +181,7 @@ def test_trainer_follows_and_logs_the_schedules(tmp_path):
     assert trainer.hidden_pairs == ((0, 0), (1, 2), (2, 4)) and hasattr(student, "distillation_projections")
     used = []
     original = trainer._soft_loss
-    trainer._soft_loss = lambda *a: used.append(a[-1]) or original(*a)
+    trainer._soft_loss = lambda *a, **k: used.append(a[-1]) or original(*a, **k)
     trainer.train()
     # The loss of step k (k = 0..3) uses progress k / 4; the log after it shows progress (k + 1) / 4.
     assert [s.temperature for s in used] == [1.0, 1.5, 2.0, 2.5]

@@ -29,6 +29,10 @@ def cache_teacher(
     Returns the cache and whether it was (re)built. A stale or corrupted cache is rebuilt, with a warning
     saying why.
     """
+    if distill_args.soft_labels:
+        raise ValueError(
+            "soft_labels need no cache-teacher: `distilnlp distill` turns the file into a cache."
+        )
     if not args.teacher_cache:
         raise ValueError(
             "Set teacher_cache (the folder to write the teacher's logits to), e.g. --teacher_cache runs/teacher-cache."

@@ -101,9 +101,10 @@ def _distill(argv: list[str]) -> int:
         (DistillArguments, DataArguments, DistillationTrainingArguments), argv, prog="distilnlp distill"
     )
     results = distill(distill_args, data_args, training_args)
+    teacher = results.get("teacher_test_accuracy")  # none with soft labels from a file
     print(
-        f"teacher test accuracy {results['teacher_test_accuracy']:.4f}, "
-        f"student test accuracy {results['student_test_accuracy']:.4f}"
+        (f"teacher test accuracy {teacher:.4f}, " if teacher is not None else "")
+        + f"student test accuracy {results['student_test_accuracy']:.4f}"
     )
     return 0
 

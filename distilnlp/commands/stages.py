@@ -65,18 +65,53 @@ class FinetuneArguments:
 class DistillArguments:
     """Which teacher to distill and how to build the student."""
 
-    teacher: str = field(
+    teacher: str | None = field(
         default=None,
         metadata={
             "help": "Folder of the fine-tuned teacher (e.g. the output of `distilnlp finetune`), or several "
-            "comma-separated folders for an ensemble of teachers (see teacher_weights, feature_teacher)."
+            "comma-separated folders for an ensemble of teachers (see teacher_weights, feature_teacher). Its "
+            "tokenizer may differ from the student's: then each reads its own tokenization (logit losses only)."
         },
     )
     student: str | None = field(
         default=None,
         metadata={
-            "help": "Folder of an existing student to distill into; default: build one from the teacher."
+            "help": "Folder (or 'minilm', the packaged all-MiniLM-L6-v2) of a pretrained student to distill "
+            "into, given a new head for the task's labels; default: build one from the teacher. If its "
+            "tokenizer differs from the teacher's, distillation goes across tokenizers (logit losses only)."
         },
+    )
+    teacher_max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Truncation of the teacher's own tokenization when its tokenizer differs from the "
+            "student's; default: max_length."
+        },
+    )
+    soft_labels: str | None = field(
+        default=None,
+        metadata={
+            "help": "A .jsonl/.json/.csv/.parquet file of soft labels from outside (an LLM, an API, another "
+            "framework) to distill from instead of a teacher: a `text` or `id` column and `probabilities` or "
+            "`logits` per class (see README, 'Any teacher'). Needs student; excludes teacher."
+        },
+    )
+    soft_labels_temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "Divide the file's logits (log-probabilities for probabilities, which are taken as the "
+            "teacher's distribution at T = 1) by this once when reading: < 1 sharpens, > 1 softens."
+        },
+    )
+    soft_labels_label_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON mapping from the file's class names to the task's, e.g. '{\"sports\": \"sport\"}'."
+        },
+    )
+    soft_labels_tolerance: float = field(
+        default=1e-3,
+        metadata={"help": "How far a row's probabilities may sum from 1 before the row is rejected."},
     )
     student_layers: int | None = field(
         default=None,
@@ -107,21 +142,57 @@ class DistillArguments:
     )
 
     def __post_init__(self):
-        if not self.teacher:
+        if self.soft_labels:
+            if self.teacher:
+                raise ValueError(
+                    "Give either teacher or soft_labels: soft labels replace the teacher as the source of the "
+                    "soft targets."
+                )
+            if not self.student:
+                raise ValueError(
+                    "soft_labels need a student to distill into: --student PATH (a pretrained model folder, or "
+                    "'minilm' for the packaged all-MiniLM-L6-v2)."
+                )
+        elif not self.teacher:
             raise ValueError(
-                "teacher is required: the folder of a fine-tuned teacher (see `distilnlp finetune`)."
+                "teacher is required: the folder of a fine-tuned teacher (see `distilnlp finetune`), or give "
+                "soft_labels (a file of class probabilities) and a student."
             )
         _ = self.teachers
+        if not self.soft_labels_temperature > 0:
+            raise ValueError(f"soft_labels_temperature must be > 0, got {self.soft_labels_temperature}.")
+        if not 0 < self.soft_labels_tolerance < 1:
+            raise ValueError(f"soft_labels_tolerance must be in (0, 1), got {self.soft_labels_tolerance}.")
+        if self.teacher_max_length is not None and self.teacher_max_length < 1:
+            raise ValueError(f"teacher_max_length must be >= 1, got {self.teacher_max_length}.")
+        self.label_map  # noqa: B018 (checks the JSON now, not after the data is loaded)
         if self.student_layers is not None and self.student_layers < 1:
             raise ValueError(f"student_layers must be >= 1, got {self.student_layers}.")
 
     @property
     def teachers(self) -> list[str]:
-        """The teacher folders (one, or several comma-separated)."""
+        """The teacher folders (one, or several comma-separated; none with soft_labels)."""
+        if not self.teacher:
+            return []
         folders = [part.strip() for part in self.teacher.split(",")]
         if not all(folders):
             raise ValueError(f"teacher={self.teacher!r}: an empty folder name between commas.")
         return folders
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        if not self.soft_labels_label_map:
+            return {}
+        try:
+            mapping = json.loads(self.soft_labels_label_map)
+        except ValueError:
+            mapping = None
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise ValueError(
+                f'soft_labels_label_map must be a JSON object of class names, e.g. \'{{"sports": "sport"}}\', '
+                f"got {self.soft_labels_label_map!r}."
+            )
+        return {str(k): v for k, v in mapping.items()}
 
     @property
     def layer_selection(self) -> str | list[int]:
@@ -280,6 +351,10 @@ def load_teacher_and_data(
 
     With several teacher folders, `teacher` is the list of their models; they must share one tokenizer.
     """
+    if not distill_args.teacher:
+        raise ValueError(
+            "This command needs a teacher (--teacher PATH); soft_labels work with `distill` only."
+        )
     teachers, tokenizer = [], None
     for folder in distill_args.teachers:
         teachers.append(
@@ -323,11 +398,7 @@ def build_student(
     """
     teacher = feature_teacher_of(as_teacher_list(teacher), feature_teacher)
     if distill_args.student:
-        return AutoModelForSequenceClassification.from_pretrained(
-            distill_args.student,
-            trust_remote_code=distill_args.trust_remote_code,
-            attn_implementation=attn_implementation,
-        )
+        return load_student(distill_args, teacher.config.id2label, attn_implementation)
     depth = distill_args.student_layers or max(1, teacher.config.num_hidden_layers // 2)
     if distill_args.student_hidden_size or distill_args.student_num_attention_heads:
         return create_random_student(
@@ -347,10 +418,25 @@ def build_student(
     )
 
 
+def load_student(distill_args: DistillArguments, id2label: dict, attn_implementation: str | None):
+    """The pretrained student of `distill_args.student`, with a head for the task's labels (new if needed)."""
+    return AutoModelForSequenceClassification.from_pretrained(
+        resolve_model_path(distill_args.student),
+        num_labels=len(id2label),
+        id2label=dict(id2label),
+        label2id={name: int(i) for i, name in id2label.items()},
+        # A pretrained encoder (e.g. the packaged MiniLM) gets a new head, as in `finetune`.
+        ignore_mismatched_sizes=True,
+        trust_remote_code=distill_args.trust_remote_code,
+        attn_implementation=attn_implementation,
+    )
+
+
 def distill(
     distill_args: DistillArguments, data_args: DataArguments, args: DistillationTrainingArguments
 ) -> dict:
-    """Distill a student from a fine-tuned teacher; saves the student, its model card and results JSON.
+    """Distill a student from a fine-tuned teacher (of any tokenizer) or from a soft-label file; saves the
+    student, its model card and results JSON.
 
     Reruns resume like `finetune`; resuming with other distillation settings is an error unless
     `args.allow_changed_settings` (the model card then records both).
@@ -363,16 +449,22 @@ def distill(
 
 
 def _distill(distill_args, data_args, args, plan: ResumePlan, settings: dict) -> dict:
+    from .any_teacher import distill_from_soft_labels, student_data
+
+    run_settings = RunSettingsCallback(settings, plan.changes, plan.checkpoint)
+    if distill_args.soft_labels:
+        return distill_from_soft_labels(distill_args, data_args, args, plan, run_settings)
     # Attention losses need attention probabilities, which only the eager implementation returns.
     attn_implementation = "eager" if args.max_weight("attention_weight") > 0 else None
     teacher, tokenizer, tokenized, names = load_teacher_and_data(distill_args, data_args, attn_implementation)
     student = build_student(distill_args, teacher, attn_implementation, args.feature_teacher)
+    student_side = student_data(distill_args, data_args, tokenizer, tokenized)
     trainer = DistillationTrainer(
         model=student,
         teacher_model=teacher,
         args=args,
-        callbacks=[RunSettingsCallback(settings, plan.changes, plan.checkpoint)],
-        **task_trainer_kwargs(tokenized, tokenizer),
+        callbacks=[run_settings],
+        **student_side.trainer_kwargs,
     )
     trainer.changed_settings = plan.changes  # recorded in the model card
     trainer.train(resume_from_checkpoint=plan.checkpoint)
@@ -386,10 +478,11 @@ def _distill(distill_args, data_args, args, plan: ResumePlan, settings: dict) ->
     results = {
         **other_teachers,
         **evaluate_on(trainer.teacher_model, tokenized["test"], tokenizer, args, "teacher_test"),
-        **evaluate_on(student, tokenized["test"], tokenizer, args, "student_test"),
+        **evaluate_on(student, student_side.tokenized["test"], student_side.tokenizer, args, "student_test"),
         **trainer.distillation_summary(),
         "labels": names,
         "data": data_record(data_args),
+        "cross_tokenizer": student_side.cross_tokenizer,
     }
     trainer.model_card_scores = {
         "teacher accuracy (test)": results["teacher_test_accuracy"],

@@ -20,6 +20,7 @@ from .format import (
 )
 from .load import TeacherCache, attach_teacher_logits
 from .run_teacher import BACKENDS, TeacherRun, compute_teacher_logits
+from .soft_labels import build_soft_label_cache
 
 __all__ = [
     "BACKENDS",
@@ -36,6 +37,7 @@ __all__ = [
     "TeacherRun",
     "attach_teacher_cache",
     "attach_teacher_logits",
+    "build_soft_label_cache",
     "build_teacher_cache",
     "cache_key",
     "compute_teacher_logits",

@@ -37,11 +37,13 @@ def pop_cached_logits(inputs: dict, num_labels: int) -> torch.Tensor | None:
     return logits.scatter(1, indices.long(), values.float())
 
 
-def attach_teacher_cache(args, teacher, tokenizer, train_dataset, eval_dataset):
+def attach_teacher_cache(args, teacher, tokenizer, train_dataset, eval_dataset, teacher_inputs=None):
     """Load (or build, when missing) `args.teacher_cache`, check it, and add its logits to the datasets.
 
-    Returns (train_dataset, eval_dataset, the cache's metadata with its path). Evaluation sets the cache does
-    not hold are left for the live teacher (an error when there is none).
+    `teacher_inputs`: a `TeacherInputsCollator` when the teacher reads its own tokenization of the text
+    (cross-tokenizer distillation); the cache then holds the teacher's logits over that tokenization and is
+    keyed by both tokenizers. Returns (train_dataset, eval_dataset, the cache's metadata with its path).
+    Evaluation sets the cache does not hold are left for the live teacher (an error when there is none).
     """
     path = Path(args.teacher_cache)
     named_eval = eval_dataset if isinstance(eval_dataset, dict) else {"validation": eval_dataset}
@@ -49,6 +51,13 @@ def attach_teacher_cache(args, teacher, tokenizer, train_dataset, eval_dataset):
     if not all(isinstance(d, Dataset) for d in datasets.values()):
         raise TypeError("teacher_cache needs `datasets.Dataset` train and eval datasets (tokenized).")
     tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
+    student_tokenizer, max_length = None, None
+    if teacher_inputs is not None:  # the cache keys on the teacher's tokenization of the same rows
+        student_tokenizer, tokenizer = tokenizer, teacher_inputs.teacher_tokenizer
+        max_length = teacher_inputs.teacher_max_length
+        references = {name: teacher_inputs.tokenize_for_teacher(d) for name, d in datasets.items()}
+    else:
+        references = datasets
     with args.main_process_first(desc="teacher cache"):
         if not (path / METADATA_FILE).exists():
             if teacher is None:
@@ -59,20 +68,23 @@ def attach_teacher_cache(args, teacher, tokenizer, train_dataset, eval_dataset):
             build_teacher_cache(
                 path,
                 teacher,
-                datasets,
+                references,
                 tokenizer=tokenizer,
+                max_length=max_length,
                 backend=args.teacher_cache_backend,
                 top_k=args.teacher_cache_top_k,
                 batch_size=args.teacher_cache_batch_size,
+                student_tokenizer=student_tokenizer,
             )
         cache = TeacherCache.load(path)
-    cache.check(teacher, tokenizer, top_k=args.teacher_cache_top_k)
+    cache.check(teacher, tokenizer, max_length, args.teacher_cache_top_k, student_tokenizer)
     info = {"path": str(path), **cache.metadata}
-    train_dataset = cache.attach(train_dataset)
+    train_dataset = cache.attach(train_dataset, reference=references["train"])
     attached = {}
     for name, dataset in named_eval.items():
-        if dataset is not None and cache.split_for(dataset) is not None:
-            dataset = cache.attach(dataset)
+        reference = references.get(name)
+        if dataset is not None and cache.split_for(reference) is not None:
+            dataset = cache.attach(dataset, reference=reference)
         elif dataset is not None:
             if teacher is None:
                 raise TeacherCacheError(

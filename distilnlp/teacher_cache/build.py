@@ -19,6 +19,7 @@ from .fingerprint import combine, inputs_fingerprint
 from .format import (
     FORMAT_VERSION,
     METADATA_FILE,
+    CacheKey,
     TeacherCacheError,
     _check_supported,
     _content_digest,
@@ -29,7 +30,7 @@ from .format import (
     metadata_digest,
 )
 from .load import TeacherCache
-from .run_teacher import TeacherRun, compute_teacher_logits
+from .run_teacher import compute_teacher_logits
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +48,17 @@ def build_teacher_cache(
     backend: str = "torch",
     top_k: int | None = None,
     batch_size: int = 64,
+    student_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> TeacherCache:
     """Run `teacher` over each tokenized split of `datasets` and store its logits in `output_dir`.
 
     `teacher` is a sequence-classification model or its folder, or a list of them (an ensemble: each
-    teacher's logits are stored, teacher by teacher, and every teacher is fingerprinted). The folder is written whole into a
-    temporary sibling and then moved into place, so an interrupted build never leaves a cache that loads.
-    An existing `output_dir` is replaced only if it is a teacher cache (or empty).
+    teacher's logits are stored, teacher by teacher, and every teacher is fingerprinted); `datasets` hold the
+    *teacher's* tokenization (`tokenizer`). `student_tokenizer`, when the student reads another tokenization
+    of the same rows, is recorded in the key too. The folder is written whole into a temporary sibling and
+    then moved into place, so an interrupted build never leaves a cache that loads. An existing `output_dir`
+    is replaced only if it is a teacher cache (or empty).
     """
-    output_dir = Path(output_dir)
     teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
     summaries = [_teacher_summary(t) for t in teachers]
     for summary in summaries:
@@ -70,52 +73,78 @@ def build_teacher_cache(
             f"The teachers predict different numbers of labels ({[s['num_labels'] for s in summaries]})."
         )
     summary = summaries[0] if len(teachers) == 1 else summaries[0] | {"ensemble": summaries}
+    _check_replaceable(Path(output_dir))
+    key = cache_key(teacher, tokenizer, max_length, top_k, student_tokenizer)
+    runs = [compute_teacher_logits(t, datasets, backend=backend, batch_size=batch_size) for t in teachers]
+    logits = {
+        name: np.concatenate([r[name].logits for r in runs], axis=-1) for name in datasets
+    }  # (N, K * C)
+    details = {
+        name: {
+            "seconds": round(sum(r[name].seconds for r in runs), 3),
+            "fp32_reruns": sum(r[name].fp32_reruns for r in runs),
+        }
+        for name in datasets
+    }
+    return write_cache(
+        output_dir, datasets, logits, key, summary, backend, top_k, details, num_teachers=len(teachers)
+    )
+
+
+def _check_replaceable(output_dir: Path) -> None:
     if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / METADATA_FILE).exists():
         raise TeacherCacheError(
             f"{output_dir} exists and is not a teacher cache (no {METADATA_FILE}); choose another folder."
         )
-    key = cache_key(teacher, tokenizer, max_length, top_k)
-    runs_per_teacher = [
-        compute_teacher_logits(t, datasets, backend=backend, batch_size=batch_size) for t in teachers
-    ]
-    runs = {
-        name: TeacherRun(
-            np.concatenate([r[name].logits for r in runs_per_teacher], axis=-1),  # (N, K * C)
-            backend,
-            sum(r[name].seconds for r in runs_per_teacher),
-            sum(r[name].fp32_reruns for r in runs_per_teacher),
-        )
-        for name in datasets
-    }
 
+
+def write_cache(
+    output_dir: str | os.PathLike,
+    datasets: dict[str, Dataset],
+    logits: dict[str, np.ndarray],
+    key: CacheKey,
+    summary: dict,
+    backend: str,
+    top_k: int | None = None,
+    details: dict[str, dict] | None = None,
+    extra: dict | None = None,
+    num_teachers: int = 1,
+) -> TeacherCache:
+    """Write `logits[name]` ((N, K * C) float32 for K teachers, rows in `datasets[name]`'s order) as a cache
+    folder, atomically.
+
+    `datasets` hold the tokenized inputs the logits belong to (their digests key the splits); `details` add
+    per-split facts, `extra` top-level metadata entries.
+    """
+    output_dir = Path(output_dir)
+    _check_replaceable(output_dir)
     staging = output_dir.with_name(f".{output_dir.name}.building-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     splits = {}
     for name, dataset in datasets.items():
-        logits = runs[name].logits
-        split, mass = _split_dataset(logits, top_k)
+        split, mass = _split_dataset(np.asarray(logits[name], dtype=np.float32), top_k)
         split.save_to_disk(str(staging / name))
         splits[name] = {
             "rows": len(split),
             "inputs": inputs_fingerprint(dataset),
             "content": _content_digest(split),
             "files": file_digests(staging / name),
-            "seconds": round(runs[name].seconds, 3),
-            "fp32_reruns": runs[name].fp32_reruns,
             "topk_mass": mass,
+            **(details or {}).get(name, {}),
         }
     metadata = {
         "format_version": FORMAT_VERSION,
         "fingerprint": combine({"key": key.fingerprint, "data": {n: s["inputs"] for n, s in splits.items()}}),
         "key": asdict(key),
         "splits": splits,
-        "num_labels": int(summaries[0]["num_labels"]),
-        "num_teachers": len(teachers),
+        "num_labels": int(np.asarray(next(iter(logits.values()))).shape[-1]) // num_teachers,
+        "num_teachers": num_teachers,
         "backend": backend,
         "teacher": summary,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": package_versions(*CORE_PACKAGES),
+        **(extra or {}),
     }
     metadata["integrity"] = metadata_digest(metadata)
     (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")

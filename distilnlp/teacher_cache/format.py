@@ -77,16 +77,25 @@ class CorruptTeacherCacheError(TeacherCacheError):
 
 @dataclass(frozen=True)
 class CacheKey:
-    """What a cache was built from. `None` components are unknown (not checked)."""
+    """What a cache was built from. `None` components are unknown (not checked).
+
+    `tokenizer` is the tokenizer of the cached inputs (the teacher's); `student_tokenizer` is set when the
+    student reads another tokenization of the same text (cross-tokenizer distillation) or when the cache holds
+    soft labels brought from outside (keyed by the student's tokenized inputs).
+    """
 
     teacher: str
     tokenizer: str | None
     max_length: int | None
     top_k: int | None
+    student_tokenizer: str | None = None
 
     @property
     def fingerprint(self) -> str:
-        return combine(asdict(self))
+        parts = asdict(self)
+        if parts["student_tokenizer"] is None:  # same digest as caches written before the field existed
+            del parts["student_tokenizer"]
+        return combine(parts)
 
 
 def cache_key(
@@ -94,12 +103,14 @@ def cache_key(
     tokenizer: PreTrainedTokenizerBase | None = None,
     max_length: int | None = None,
     top_k: int | None = None,
+    student_tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> CacheKey:
     return CacheKey(
         teacher=teachers_fingerprint(teacher),
         tokenizer=tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
         max_length=max_length,
         top_k=top_k,
+        student_tokenizer=tokenizer_fingerprint(student_tokenizer) if student_tokenizer is not None else None,
     )
 
 

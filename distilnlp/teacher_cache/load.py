@@ -109,6 +109,7 @@ class TeacherCache:
         tokenizer: PreTrainedTokenizerBase | None = None,
         max_length: int | None = None,
         top_k: int | None | object = UNCHECKED,
+        student_tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
         """Raise `StaleTeacherCacheError` naming every given component that differs from the cache's.
 
@@ -123,6 +124,12 @@ class TeacherCache:
             and tokenizer_fingerprint(tokenizer) != key.tokenizer
         ):
             changed.append("the tokenizer")
+        if (
+            student_tokenizer is not None
+            and key.student_tokenizer is not None
+            and tokenizer_fingerprint(student_tokenizer) != key.student_tokenizer
+        ):
+            changed.append("the student's tokenizer")
         if max_length is not None and key.max_length is not None and max_length != key.max_length:
             changed.append(f"max_length ({key.max_length} in the cache, {max_length} now)")
         if top_k is not UNCHECKED and top_k != key.top_k:
@@ -173,9 +180,17 @@ class TeacherCache:
                     "Rebuild it (`distilnlp cache-teacher` replaces it)."
                 )
 
-    def attach(self, dataset: Dataset, split: str | None = None) -> Dataset:
-        """`dataset` plus the cached columns of the split built from the same inputs (checked)."""
-        split = split or self.split_for(dataset)
+    def attach(self, dataset: Dataset, split: str | None = None, reference: Dataset | None = None) -> Dataset:
+        """`dataset` plus the cached columns of the split built from the same inputs (checked).
+
+        `reference`: the tokenized inputs the cache was built from, when they are not `dataset`'s own (the
+        teacher's tokenization of the same rows, in cross-tokenizer distillation); row i of both must be the
+        same example.
+        """
+        reference = dataset if reference is None else reference
+        if len(reference) != len(dataset):
+            raise ValueError(f"reference has {len(reference)} rows but the dataset {len(dataset)}.")
+        split = split or self.split_for(reference)
         if split is None:
             held = ", ".join(f"{n} ({s['rows']} rows)" for n, s in self.metadata["splits"].items())
             raise StaleTeacherCacheError(
@@ -183,7 +198,7 @@ class TeacherCache:
                 "data, the tokenizer or max_length changed since it was built (it has "
                 f"{held}). Rebuild it."
             )
-        if self.metadata["splits"][split]["inputs"] != inputs_fingerprint(dataset):
+        if self.metadata["splits"][split]["inputs"] != inputs_fingerprint(reference):
             raise StaleTeacherCacheError(
                 f"Split {split!r} of the teacher cache {self.path} was built from other examples than these."
             )

@@ -1,0 +1,174 @@
+"""`distilnlp distill` with any teacher: a teacher whose tokenizer differs from the student's, or soft labels
+brought from outside in a file (no teacher model at all)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import DatasetDict
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from ..artifacts import DISTILL_RESULTS_FILE, SOFT_LABEL_CACHE_DIR
+from ..checkpoints import ResumePlan, RunSettingsCallback
+from ..data import DataArguments, load_task_data, read_soft_labels, tokenize_task_data
+from ..data.teacher_inputs import TeacherInputsCollator, tokenizers_differ
+from ..teacher_cache import build_soft_label_cache
+from ..teacher_cache.fingerprint import tokenizer_fingerprint
+from ..trainer import DistillationTrainer
+from ..training_args import DistillationTrainingArguments
+from .stages import (
+    DistillArguments,
+    data_record,
+    evaluate_on,
+    load_student,
+    prepare_data,
+    resolve_model_path,
+    task_trainer_kwargs,
+    write_json,
+)
+
+logger = logging.getLogger(__name__)
+
+CACHED_SPLITS = ("train", "validation")
+
+
+@dataclass
+class StudentData:
+    """What the student reads: its tokenizer, its tokenized splits, and the trainer's data arguments."""
+
+    tokenizer: PreTrainedTokenizerBase
+    tokenized: DatasetDict
+    trainer_kwargs: dict
+    cross_tokenizer: bool
+
+
+def student_data(
+    distill_args: DistillArguments,
+    data_args: DataArguments,
+    teacher_tokenizer: PreTrainedTokenizerBase,
+    teacher_tokenized: DatasetDict,
+) -> StudentData:
+    """The teacher's tokenization when the student shares its tokenizer; else the student's own, with the text
+    kept for a `TeacherInputsCollator` (chosen by comparing the two tokenizers' content fingerprints)."""
+    same = StudentData(
+        teacher_tokenizer,
+        teacher_tokenized,
+        task_trainer_kwargs(teacher_tokenized, teacher_tokenizer),
+        cross_tokenizer=False,
+    )
+    if not distill_args.student:
+        return same
+    student_tokenizer = AutoTokenizer.from_pretrained(
+        resolve_model_path(distill_args.student), trust_remote_code=distill_args.trust_remote_code
+    )
+    teacher_print = tokenizer_fingerprint(teacher_tokenizer)[:12]
+    if not tokenizers_differ(teacher_tokenizer, student_tokenizer):
+        logger.info(
+            f"Teacher and student share a tokenizer (fingerprint {teacher_print}): both read the same token "
+            "ids, every loss is available."
+        )
+        return same
+    teacher_max_length = distill_args.teacher_max_length or data_args.max_length
+    logger.info(
+        f"Cross-tokenizer distillation: the teacher's tokenizer ({type(teacher_tokenizer).__name__}, "
+        f"{len(teacher_tokenizer)} tokens, fingerprint {teacher_print}) differs from the student's "
+        f"({type(student_tokenizer).__name__}, {len(student_tokenizer)} tokens, fingerprint "
+        f"{tokenizer_fingerprint(student_tokenizer)[:12]}). Each model reads its own tokenization of the text "
+        f"(teacher max_length {teacher_max_length}, student {data_args.max_length}); logit losses only."
+    )
+    raw = load_task_data(data_args)
+    tokenized = tokenize_task_data(raw, student_tokenizer, data_args)
+    text = data_args.text_column
+    for split in CACHED_SPLITS:  # the teacher tokenizes the text itself, batch by batch
+        tokenized[split] = tokenized[split].add_column(text, raw[split][text])
+    collator = TeacherInputsCollator(
+        student_tokenizer,
+        teacher_tokenizer,
+        text_column=text,
+        max_length=data_args.max_length,
+        teacher_max_length=teacher_max_length,
+    )
+    kwargs = task_trainer_kwargs(tokenized, student_tokenizer) | {"data_collator": collator}
+    return StudentData(student_tokenizer, tokenized, kwargs, cross_tokenizer=True)
+
+
+def distill_from_soft_labels(
+    distill_args: DistillArguments,
+    data_args: DataArguments,
+    args: DistillationTrainingArguments,
+    plan: ResumePlan,
+    run_settings: RunSettingsCallback,
+) -> dict:
+    """Distill `distill_args.student` from the soft labels in `distill_args.soft_labels` (no teacher model).
+
+    The file is validated and written as a teacher cache (`args.teacher_cache`, default
+    `<output_dir>/soft-label-cache`) over the student's tokenized train and validation splits.
+    """
+    if args.teacher_cache_top_k is not None:
+        raise ValueError(
+            "teacher_cache_top_k does not apply to soft_labels (every class is stored); unset it."
+        )
+    path = resolve_model_path(distill_args.student)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=distill_args.trust_remote_code)
+    raw, tokenized, names = prepare_data(data_args, tokenizer)
+    soft = read_soft_labels(
+        distill_args.soft_labels,
+        names,
+        label_map=distill_args.label_map,
+        temperature=distill_args.soft_labels_temperature,
+        tolerance=distill_args.soft_labels_tolerance,
+    )
+    column = data_args.text_column if soft.key == "text" else "id"
+    if column not in raw["train"].column_names:
+        raise ValueError(
+            f"The soft labels are keyed by {soft.key!r} but the task data has no {column!r} column "
+            f"(columns: {raw['train'].column_names}); key them by text, or add an id column to the data."
+        )
+    cache_dir = args.teacher_cache or str(Path(args.output_dir) / SOFT_LABEL_CACHE_DIR)
+    with args.main_process_first(desc="soft-label cache"):
+        cache = build_soft_label_cache(
+            cache_dir,
+            soft,
+            {split: tokenized[split] for split in CACHED_SPLITS},
+            {split: raw[split][column] for split in CACHED_SPLITS},
+            all_keys=[key for split in raw.values() for key in split[column]],
+            tokenizer=tokenizer,
+            max_length=data_args.max_length,
+        )
+    logger.info(
+        f"Soft targets come from {soft.path} ({soft.kind}, {len(soft.keys)} rows, fingerprint "
+        f"{soft.fingerprint[:12]}); no teacher model is run."
+    )
+    args.teacher_cache = cache_dir  # the trainer reads the soft labels as it reads any teacher cache
+    student = load_student(distill_args, dict(enumerate(names)), None)
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=None,
+        args=args,
+        callbacks=[run_settings],
+        **task_trainer_kwargs(tokenized, tokenizer),
+    )
+    trainer.changed_settings = plan.changes  # recorded in the model card
+    trainer.train(resume_from_checkpoint=plan.checkpoint)
+    trainer.save_state()
+    results = {
+        **evaluate_on(student, tokenized["test"], tokenizer, args, "student_test"),
+        **trainer.distillation_summary(),
+        "labels": names,
+        "data": data_record(data_args),
+        "soft_labels": cache.metadata["soft_labels"],
+        "soft_label_coverage": {n: s["covered"] for n, s in cache.metadata["splits"].items()},
+    }
+    trainer.model_card_scores = {
+        "student accuracy (test)": results["student_test_accuracy"],
+        "student macro-F1 (test)": results["student_test_f1"],
+    }
+    trainer.save_model()
+    trainer.create_model_card()
+    if trainer.is_world_process_zero():
+        write_json(Path(args.output_dir) / DISTILL_RESULTS_FILE, results)
+    if args.push_to_hub:
+        trainer.push_to_hub()
+    return results
