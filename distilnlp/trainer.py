@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 from collections import defaultdict
 
-import safetensors.torch
 import torch
 from transformers import PreTrainedModel, Trainer
 
@@ -21,14 +19,10 @@ from .data.teacher_inputs import (
 )
 from .distributed import settle_gloo_workers_at_exit
 from .layers import (
-    PROJECTIONS_FILE,
     attach_projections,
     check_compatible,
     install_projection_hook,
-    split_projection_state,
 )
-from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, soft_target_loss_for
-from .model_card import distillation_summary, render_model_card
 from .relations import RelationDistillation
 from .student import disable_attention_probs_dropout
 from .teacher_cache import (
@@ -43,10 +37,10 @@ from .teachers import (
     as_teacher_list,
     check_teachers,
     feature_teacher_of,
-    mix_teacher_logits,
-    split_cached_logits,
     teacher_weight_tensor,
 )
+from .trainer_losses import DistillationLossTermsMixin
+from .trainer_outputs import DistillationOutputsMixin
 from .training_args import DistillationTrainingArguments, LossSettings
 
 logger = logging.getLogger(__name__)
@@ -71,7 +65,7 @@ def _cached_width(dataset) -> int | None:
     return length if length and length > 0 else None
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(DistillationLossTermsMixin, DistillationOutputsMixin, Trainer):
     """`Trainer` for task-specific distillation of `model` (the student) from `teacher_model`.
 
     The loss is `alpha * soft + (1 - alpha) * hard + hidden_weight * hidden + attention_weight * attention`
@@ -338,83 +332,6 @@ class DistillationTrainer(Trainer):
             return loss, type(student_out)(loss=loss, logits=student_out.logits)
         return loss
 
-    def _soft_target_logits(self, inputs: dict, teacher_out, cached_logits, settings: LossSettings):
-        """The teacher logits of the soft targets; with several teachers, logits of their mixture at T.
-
-        Each teacher's logits come from the cache when the batch has them, else from the live teachers
-        (the feature teacher's forward is reused).
-        """
-        if self._num_teachers == 1:
-            return teacher_out.logits if teacher_out is not None else cached_logits
-        if cached_logits is not None:
-            per_teacher = split_cached_logits(cached_logits, self._num_teachers)
-        else:
-            feature = self.args.feature_teacher
-            per_teacher = [
-                teacher_out.logits if i == feature else self._run_teacher(inputs, {}, teacher).logits
-                for i, teacher in enumerate(self.teachers)
-            ]
-        problem_type = self.accelerator.unwrap_model(self.model).config.problem_type
-        if per_teacher[0].dim() == 3:  # token classification: one distribution per token
-            problem_type = "single_label_classification"
-        return mix_teacher_logits(per_teacher, self._teacher_weights, settings.temperature, problem_type)
-
-    def _run_teacher(self, inputs: dict, requested: dict, teacher=None):
-        teacher = teacher if teacher is not None else self.teacher_model
-        if teacher is None:
-            raise TeacherCacheError(
-                "This batch has no cached teacher logits and the trainer has no teacher_model: attach the "
-                "cache to every dataset you train or evaluate on, or pass teacher_model."
-            )
-        names = (
-            self._teacher_input_names
-            if teacher is self.teacher_model
-            else set(inspect.signature(teacher.forward).parameters)
-        )
-        teacher_inputs = {k: v for k, v in inputs.items() if k != "labels" and k in names}
-        with torch.no_grad(), self.accelerator.autocast():
-            return teacher(**teacher_inputs, **requested)
-
-    def _soft_loss(
-        self,
-        student_logits,
-        teacher_logits,
-        mask,
-        counts: ItemCounts,
-        settings: LossSettings,
-        *,
-        cached=False,
-    ) -> torch.Tensor:
-        problem_type = self.accelerator.unwrap_model(self.model).config.problem_type
-        if student_logits.dim() == 3:  # token classification: one distribution per real token
-            problem_type, normalizer = "single_label_classification", "tokens"
-        elif cached:  # rows a soft-label file did not cover hold NaN: they get the hard loss only
-            mask, normalizer = torch.isfinite(teacher_logits).all(-1), "soft_targets"
-            teacher_logits = teacher_logits.nan_to_num(0.0)
-        else:
-            mask, normalizer = None, "examples"
-        loss_fn = soft_target_loss_for(problem_type)
-        total = loss_fn(student_logits, teacher_logits, settings.temperature, mask, reduction="sum")
-        return total / counts[normalizer]
-
-    def _hidden_loss(self, student_out, teacher_out, mask, counts: ItemCounts) -> torch.Tensor:
-        spec = HIDDEN_LOSSES.get(self.args.hidden_loss)
-        hidden_states = student_out.hidden_states
-        projected = hidden_states[self._student_layers + 1 :]  # appended by the projection hook, if any
-        terms = []
-        for index, (s, t) in enumerate(self.hidden_pairs):
-            student_hidden = projected[index] if projected else hidden_states[s]
-            terms.append(spec.fn(student_hidden, teacher_out.hidden_states[t], mask, reduction="sum"))
-        return torch.stack(terms).mean() / counts[spec.normalizer]
-
-    def _attention_loss(self, student_out, teacher_out, mask, counts: ItemCounts) -> torch.Tensor:
-        spec = ATTENTION_LOSSES.get(self.args.attention_loss)
-        terms = [
-            spec.fn(student_out.attentions[s - 1], teacher_out.attentions[t - 1], mask, reduction="sum")
-            for s, t in self.attention_pairs
-        ]
-        return torch.stack(terms).mean() / counts[spec.normalizer]
-
     # ------------------------------------------------------------------- accumulation-window item counts
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
@@ -454,78 +371,3 @@ class DistillationTrainer(Trainer):
             return super().train(*args, **kwargs)
         finally:
             self._window_counts = None
-
-    # --------------------------------------------------------------------------------------------- logging
-
-    def _record_components(self, components: dict[str, torch.Tensor], mode: str) -> None:
-        totals = self._component_totals[mode]
-        for name, value in components.items():
-            totals[name] = totals[name] + value.detach().float()
-        if mode == "eval":
-            self._component_steps["eval"] += 1
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the mean of each loss component since the last log (`loss_soft`, `eval_loss_hard`, ...)."""
-        mode = "eval" if "eval_loss" in logs else "train" if "loss" in logs else None
-        if mode is not None and self._component_totals[mode] and self._component_steps[mode]:
-            totals, steps = self._component_totals[mode], self._component_steps[mode]
-            names = sorted(totals)
-            local = torch.stack([torch.as_tensor(totals[n], device=self.args.device) for n in names]) / steps
-            means = self.accelerator.gather(local[None]).mean(0)
-            prefix = "eval_" if mode == "eval" else ""
-            logs.update(
-                {
-                    f"{prefix}loss_{name}": round(value.item(), 6)
-                    for name, value in zip(names, means, strict=True)
-                }
-            )
-            self._component_totals[mode] = defaultdict(float)
-            self._component_steps[mode] = 0
-        if mode == "train":
-            settings = self.loss_settings()
-            logs["temperature"], logs["alpha"] = round(settings.temperature, 6), round(settings.alpha, 6)
-            for name in ("hidden_weight", "attention_weight", "relation_weight"):
-                if name in self.args.scheduled:
-                    logs[name] = round(getattr(settings, name), 6)
-        super().log(logs, start_time)
-
-    # ---------------------------------------------------------------------------------------------- saving
-
-    def _save_checkpoint(self, model, trial):
-        # Checkpoints keep the projections inside the student's weights so that resuming restores them.
-        self._saving_checkpoint = True
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._saving_checkpoint = False
-
-    def _save(self, output_dir: str | None = None, state_dict=None):
-        student = self.accelerator.unwrap_model(self.model)
-        if getattr(self, "_saving_checkpoint", False) or not hasattr(student, "distillation_projections"):
-            return super()._save(output_dir, state_dict)
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        state_dict = state_dict if state_dict is not None else student.state_dict()
-        student_state, projection_state = split_projection_state(state_dict)
-        super()._save(output_dir, student_state)
-        projection_state = {k: v.detach().contiguous().cpu() for k, v in projection_state.items()}
-        safetensors.torch.save_file(projection_state, os.path.join(output_dir, PROJECTIONS_FILE))
-
-    # ------------------------------------------------------------------------------------------ model card
-
-    def distillation_summary(self) -> dict:
-        """How the student was taught: teacher, shapes, losses and weights, layer mapping, training settings."""
-        return distillation_summary(self)
-
-    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
-        """Write README.md in output_dir: the distillation model card (also what `push_to_hub` uploads)."""
-        if not self.is_world_process_zero():
-            return
-        name = model_name or self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
-        summary = self.distillation_summary()
-        if summary["teacher_shape"] is None and summary["teacher_cache"] is None:
-            logger.warning("No model card: the teacher is unknown (pass teacher_model or use teacher_cache).")
-            return
-        card = render_model_card(summary, self.model_card_scores, name)
-        os.makedirs(self.args.output_dir, exist_ok=True)
-        with open(os.path.join(self.args.output_dir, "README.md"), "w") as f:
-            f.write(card)
