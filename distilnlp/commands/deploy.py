@@ -1,4 +1,5 @@
-"""Export and benchmark with the task's own texts: calibration from train, parity and scores from test."""
+"""Export and benchmark with the task's own texts: calibration from train, the int8 gate (agreement and labelled
+accuracy) from validation, scores from test."""
 
 from __future__ import annotations
 
@@ -21,15 +22,19 @@ def _texts_and_labels(data_args: DataArguments, split: str, limit: int | None = 
 
 
 def export_with_task_data(export_args: ExportArguments, data_args: DataArguments) -> ExportResult:
-    """`export_model` with calibration texts drawn from the training split and parity texts from the test split."""
+    """`export_model` with calibration texts drawn from the training split and the parity texts and labels from the
+    validation split: the int8 graph is chosen on validation accuracy, so the test split stays unseen."""
     calibration = None
     if export_args.quantize == "static":
         calibration, _ = _texts_and_labels(data_args, "train", export_args.calibration_samples)
-    parity, _ = _texts_and_labels(data_args, "test", export_args.parity_samples)
+    parity, labels = _texts_and_labels(data_args, "validation", export_args.parity_samples)
+    # Unlabelled rows (label -100, e.g. with --labeled_fraction) cannot score accuracy: gate on agreement only.
+    labels = labels if all(label >= 0 for label in labels) else None
     return export_model(
         **asdict(export_args),
         calibration_texts=calibration,
         parity_texts=parity,
+        parity_labels=labels,
         max_length=data_args.max_length,
     )
 

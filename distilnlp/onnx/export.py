@@ -14,7 +14,8 @@ writes into `output_dir`:
   (arguments, files, sizes, parity figures, library versions).
 
 Every export is checked: fp32 ONNX logits against the PyTorch model (max absolute difference) and int8 against
-fp32 ONNX (top-1 agreement); a failed check raises `ParityError`.
+fp32 ONNX (top-1 agreement, and labelled accuracy when labels are given); an int8 graph that misses the gate is
+replaced by the first that passes in a fallback chain (`fallback.py`), and a failed check raises `ParityError`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from ..artifacts import (
     package_versions,
 )
 from ..artifacts import EXPORT_SUMMARY_FILE as SUMMARY_FILE
-from .parity import ParityReport, _load_tokenizer, _session, check_parity
+from .fallback import Int8Choice, quantize_and_choose
+from .parity import ParityReport, _load_tokenizer, _parity_batches, _session, check_parity
 from .quantize import (
     CALIBRATION_METHODS,
     OPTIMIZATION_LEVELS,
@@ -111,6 +113,24 @@ class ExportArguments:
         default=0.99,
         metadata={"help": "Smallest allowed top-1 agreement of the int8 model with the fp32 ONNX model."},
     )
+    max_accuracy_drop: float = field(
+        default=0.005,
+        metadata={
+            "help": "Largest allowed drop of labelled validation accuracy from the fp32 graph to the int8 graph "
+            "(absolute: 0.005 = half a point). Checked only when the export has labelled texts."
+        },
+    )
+    fallback: bool = field(
+        default=True,
+        metadata={
+            "help": "When the int8 graph misses the gate (min_agreement, max_accuracy_drop), try per-channel "
+            "weights, then keep the most sensitive nodes (found by a per-node sensitivity pass) in fp32."
+        },
+    )
+    max_fp32_nodes: int = field(
+        default=8,
+        metadata={"help": "Most weight nodes the fallback may keep in fp32 before giving up."},
+    )
     parity_samples: int = field(
         default=256,
         # Enough that one flipped prediction out of a few hundred does not fail a 0.99 threshold by itself.
@@ -130,6 +150,10 @@ class ExportArguments:
             raise ValueError(f"max_abs_diff must be > 0; got {self.max_abs_diff}.")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError(f"min_agreement must be in [0, 1]; got {self.min_agreement}.")
+        if not 0.0 <= self.max_accuracy_drop <= 1.0:
+            raise ValueError(f"max_accuracy_drop must be in [0, 1]; got {self.max_accuracy_drop}.")
+        if self.max_fp32_nodes < 0:
+            raise ValueError(f"max_fp32_nodes must be >= 0; got {self.max_fp32_nodes}.")
         if self.parity_samples < 1:
             raise ValueError(f"parity_samples must be >= 1; got {self.parity_samples}.")
 
@@ -144,6 +168,7 @@ class ExportResult:
     quantized_path: Path | None
     summary_path: Path
     parity: dict[str, ParityReport]
+    int8_choice: Int8Choice | None = None
 
 
 def export_model(
@@ -158,9 +183,13 @@ def export_model(
     calibration_samples: int = 128,
     calibration_method: str = "minmax",
     parity_texts: Sequence[str] | None = None,
+    parity_labels: Sequence[int] | None = None,
     parity_samples: int = 256,
     max_abs_diff: float = 1e-4,
     min_agreement: float = 0.99,
+    max_accuracy_drop: float = 0.005,
+    fallback: bool = True,
+    max_fp32_nodes: int = 8,
     max_length: int = 128,
 ) -> ExportResult:
     """Export `model_dir` to ONNX in `output_dir`, optionally optimize and int8-quantize it, and check parity.
@@ -168,8 +197,11 @@ def export_model(
     The int8 graph is quantized from the exported (unfused) `model.onnx`, not from the optimized one: ORT's
     quantizer cannot type the outputs of fused contrib ops (`Attention`, `SkipLayerNormalization`) and fails with
     "Unable to find data type for weight_name". (Symbolic shape inference on the fused graph gets past that, but
-    its int8 graph, with QAttention, ran no faster on CPU than the int8 unfused graph.) Arguments mirror `ExportArguments`; `calibration_texts` feed static quantization (padded to
-    `max_length`), `parity_texts` the parity checks (synthetic token ids when None).
+    its int8 graph, with QAttention, ran no faster on CPU than the int8 unfused graph.) Arguments mirror
+    `ExportArguments`; `calibration_texts` feed static quantization (padded to `max_length`), `parity_texts` the
+    parity checks (synthetic token ids when None) and, with `parity_labels` (one label id per text), the
+    accuracy gate. An int8 graph that misses the gate sends the export down the fallback chain of
+    `onnx/fallback.py` (per-channel, then sensitive nodes in fp32); the choice is recorded under `int8_choice`.
 
     Raises:
         ParityError: a graph does not reproduce its reference within the thresholds.
@@ -188,6 +220,9 @@ def export_model(
         calibration_method=calibration_method,
         max_abs_diff=max_abs_diff,
         min_agreement=min_agreement,
+        max_accuracy_drop=max_accuracy_drop,
+        fallback=fallback,
+        max_fp32_nodes=max_fp32_nodes,
         parity_samples=parity_samples,
     )
     output_dir = Path(output_dir)
@@ -229,7 +264,7 @@ def export_model(
         parity["optimized"] = check_parity(torch_model, optimized_path, **parity_kwargs)
         logger.info(f"Optimized (O{optimize}) parity: max |diff| = {parity['optimized'].max_abs_diff:.3g}")
 
-    quantization_config = quantized_path = None
+    quantization_config = quantized_path = int8_choice = None
     calibration: dict[str, Any] | None = None
     if quantize != "none":
         is_static = quantize == "static"
@@ -254,8 +289,17 @@ def export_model(
                     onnx_augmented_model_name=Path(tmp) / "augmented_model.onnx",
                     operators_to_quantize=quantization_config.operators_to_quantize,
                 )
-        quantizer.quantize(quantization_config, save_dir=output_dir, calibration_tensors_range=ranges)
-        quantized_path = output_dir / QUANTIZED_FILE
+        int8_choice = quantize_and_choose(
+            quantizer,
+            args,
+            is_static=is_static,
+            ranges=ranges,
+            onnx_path=onnx_path,
+            output_dir=output_dir,
+            batches=_parity_batches(config, tokenizer, parity_texts, parity_samples, max_length),
+            labels=parity_labels,
+        )
+        quantization_config, quantized_path = int8_choice.config, int8_choice.path
         parity["int8"] = check_parity(torch_model, onnx_path, quantized_path=quantized_path, **parity_kwargs)
         logger.info(f"int8 ({quantize}) top-1 agreement with fp32: {parity['int8'].agreement:.2%}")
 
@@ -272,6 +316,7 @@ def export_model(
         "files": {k: p.name for k, p in files.items() if p is not None},
         "sizes_bytes": {k: p.stat().st_size for k, p in files.items() if p is not None},
         "parity": {k: asdict(v) for k, v in parity.items()},
+        "int8_choice": int8_choice.summary() if int8_choice is not None else None,
         "versions": package_versions(*CORE_PACKAGES, *ONNX_PACKAGES),
     }
     summary_path = output_dir / SUMMARY_FILE
@@ -283,4 +328,5 @@ def export_model(
         quantized_path=quantized_path,
         summary_path=summary_path,
         parity=parity,
+        int8_choice=int8_choice,
     )
