@@ -15,6 +15,8 @@ OPTIMIZED_FILE = "model_optimized.onnx"
 QUANTIZED_FILE = "model_quantized.onnx"
 EXPORT_SUMMARY_FILE = "distilnlp_export.json"
 ORT_CONFIG_FILE = "ort_config.json"
+# vocabulary trimming (distilnlp.vocabulary): what was kept, beside the trimmed model
+VOCABULARY_TRIM_FILE = "distilnlp_vocabulary.json"
 # teacher cache
 TEACHER_CACHE_METADATA_FILE = "distilnlp_teacher_cache.json"
 # distilnlp benchmark

@@ -30,11 +30,15 @@ def export_with_task_data(export_args: ExportArguments, data_args: DataArguments
     parity, labels = _texts_and_labels(data_args, "validation", export_args.parity_samples)
     # Unlabelled rows (label -100, e.g. with --labeled_fraction) cannot score accuracy: gate on agreement only.
     labels = labels if all(label >= 0 for label in labels) else None
+    vocabulary = None
+    if export_args.trim_vocabulary:  # every split: the trimmed model must tokenize all of the task's texts
+        vocabulary = [t for split in load_task_data(data_args).values() for t in split[data_args.text_column]]
     return export_model(
         **asdict(export_args),
         calibration_texts=calibration,
         parity_texts=parity,
         parity_labels=labels,
+        vocabulary_texts=vocabulary,
         max_length=data_args.max_length,
     )
 

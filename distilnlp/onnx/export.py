@@ -45,6 +45,7 @@ from ..artifacts import (
     package_versions,
 )
 from ..artifacts import EXPORT_SUMMARY_FILE as SUMMARY_FILE
+from ..vocabulary import trim_for_export
 from .fallback import Int8Choice, quantize_and_choose
 from .parity import ParityReport, _load_tokenizer, _parity_batches, _session, check_parity
 from .quantize import (
@@ -131,6 +132,13 @@ class ExportArguments:
         default=8,
         metadata={"help": "Most weight nodes the fallback may keep in fp32 before giving up."},
     )
+    trim_vocabulary: bool = field(
+        default=False,
+        metadata={
+            "help": "Before exporting, keep only the word pieces the task's texts (all splits) use, in the tokenizer "
+            "and the embedding matrix (WordPiece tokenizers); checked to tokenize every task text to the same ids."
+        },
+    )
     parity_samples: int = field(
         default=256,
         # Enough that one flipped prediction out of a few hundred does not fail a 0.99 threshold by itself.
@@ -190,6 +198,8 @@ def export_model(
     max_accuracy_drop: float = 0.005,
     fallback: bool = True,
     max_fp32_nodes: int = 8,
+    trim_vocabulary: bool = False,
+    vocabulary_texts: Sequence[str] | None = None,
     max_length: int = 128,
 ) -> ExportResult:
     """Export `model_dir` to ONNX in `output_dir`, optionally optimize and int8-quantize it, and check parity.
@@ -202,6 +212,8 @@ def export_model(
     parity checks (synthetic token ids when None) and, with `parity_labels` (one label id per text), the
     accuracy gate. An int8 graph that misses the gate sends the export down the fallback chain of
     `onnx/fallback.py` (per-channel, then sensitive nodes in fp32); the choice is recorded under `int8_choice`.
+    With `trim_vocabulary`, the model exported is a copy whose vocabulary keeps only what `vocabulary_texts` use
+    (`distilnlp.vocabulary`), recorded under `vocabulary`.
 
     Raises:
         ParityError: a graph does not reproduce its reference within the thresholds.
@@ -223,6 +235,7 @@ def export_model(
         max_accuracy_drop=max_accuracy_drop,
         fallback=fallback,
         max_fp32_nodes=max_fp32_nodes,
+        trim_vocabulary=trim_vocabulary,
         parity_samples=parity_samples,
     )
     output_dir = Path(output_dir)
@@ -230,6 +243,9 @@ def export_model(
     for stale in (OPTIMIZED_FILE, QUANTIZED_FILE, ORT_CONFIG_FILE, SUMMARY_FILE):
         (output_dir / stale).unlink(missing_ok=True)
 
+    trimmed = trim_for_export(model_dir, vocabulary_texts) if trim_vocabulary else None
+    if trimmed is not None:
+        model_dir = trimmed.model_dir  # export the trimmed copy (a scratch folder, removed below)
     config = AutoConfig.from_pretrained(model_dir)
     ort_class = ort_model_class(config)
     tokenizer = _load_tokenizer(model_dir)
@@ -317,6 +333,7 @@ def export_model(
         "sizes_bytes": {k: p.stat().st_size for k, p in files.items() if p is not None},
         "parity": {k: asdict(v) for k, v in parity.items()},
         "int8_choice": int8_choice.summary() if int8_choice is not None else None,
+        "vocabulary": trimmed.finish(output_dir) if trimmed is not None else None,
         "versions": package_versions(*CORE_PACKAGES, *ONNX_PACKAGES),
     }
     summary_path = output_dir / SUMMARY_FILE
