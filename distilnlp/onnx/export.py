@@ -45,6 +45,7 @@ from ..artifacts import (
     package_versions,
 )
 from ..artifacts import EXPORT_SUMMARY_FILE as SUMMARY_FILE
+from ..quantization_aware import fake_quant_parity, is_quantization_aware
 from ..vocabulary import trim_for_export
 from .fallback import Int8Choice, quantize_and_choose
 from .parity import ParityReport, _load_tokenizer, _parity_batches, _session, check_parity
@@ -305,6 +306,8 @@ def export_model(
                     onnx_augmented_model_name=Path(tmp) / "augmented_model.onnx",
                     operators_to_quantize=quantization_config.operators_to_quantize,
                 )
+        qat = is_quantization_aware(config)
+        batches = _parity_batches(config, tokenizer, parity_texts, parity_samples, max_length)
         int8_choice = quantize_and_choose(
             quantizer,
             args,
@@ -312,12 +315,18 @@ def export_model(
             ranges=ranges,
             onnx_path=onnx_path,
             output_dir=output_dir,
-            batches=_parity_batches(config, tokenizer, parity_texts, parity_samples, max_length),
+            batches=batches,
             labels=parity_labels,
+            quantization_aware=qat,
         )
         quantization_config, quantized_path = int8_choice.config, int8_choice.path
         parity["int8"] = check_parity(torch_model, onnx_path, quantized_path=quantized_path, **parity_kwargs)
         logger.info(f"int8 ({quantize}) top-1 agreement with fp32: {parity['int8'].agreement:.2%}")
+        if qat:  # the graph must compute what the student was trained to compute
+            fake_quant = _torch_model_class(config).from_pretrained(model_dir)
+            int8_choice.fake_quant_parity = fake_quant_parity(
+                fake_quant, quantized_path, batches, min_agreement
+            )
 
     # ORTOptimizer and ORTQuantizer each overwrite ort_config.json with their half: record both.
     ORTConfig(optimization=optimization_config, quantization=quantization_config).save_pretrained(output_dir)

@@ -73,6 +73,7 @@ class Int8Choice:
     fp32_accuracy: float | None
     num_samples: int
     sensitivity: dict[str, float] | None = None
+    fake_quant_parity: dict | None = None  # quantization-aware students: int8 graph vs fake-quantized PyTorch
     config: object | None = field(default=None, repr=False)  # the QuantizationConfig of the chosen graph
 
     @property
@@ -90,6 +91,7 @@ class Int8Choice:
             "num_samples": self.num_samples,
             "attempts": [asdict(a) for a in self.attempts],
             "sensitivity": self.sensitivity,
+            "fake_quant_parity": self.fake_quant_parity,
         }
 
 
@@ -263,19 +265,26 @@ def quantize_and_choose(
     output_dir: Path,
     batches: Sequence[dict[str, np.ndarray]],
     labels: Sequence[int] | None,
+    quantization_aware: bool = False,
 ) -> Int8Choice:
     """`choose_int8` with Optimum's `ORTQuantizer` (built on `onnx_path`); the chosen graph is moved to
-    `output_dir / QUANTIZED_FILE`. `args` is the export's `ExportArguments` (preset, per_channel, gate, chain)."""
+    `output_dir / QUANTIZED_FILE`. `args` is the export's `ExportArguments` (preset, per_channel, gate, chain).
+
+    A `quantization_aware` student is quantized as it was trained: per-channel weights, attention's activation
+    products in fp32 (`qat_nodes_to_exclude`)."""
     import shutil
     import tempfile
 
     from ..artifacts import QUANTIZED_FILE
+    from ..quantization_aware import qat_nodes_to_exclude
     from .quantize import _quantization_config
 
     candidates = quantizable_nodes(onnx_path)
+    always = qat_nodes_to_exclude(onnx_path) if quantization_aware else []
+    candidates = {n: op for n, op in candidates.items() if n not in always}
 
     def quantize(per_channel: bool, nodes_to_exclude: list[str], save_dir: Path) -> tuple[Path, object]:
-        excluded = _exclusions(nodes_to_exclude, candidates)
+        excluded = always + _exclusions(nodes_to_exclude, candidates)
         config = _quantization_config(args.preset, is_static, per_channel, excluded)
         quantizer.quantize(config, save_dir=save_dir, calibration_tensors_range=ranges)
         return Path(save_dir) / QUANTIZED_FILE, config
@@ -291,7 +300,7 @@ def quantize_and_choose(
             gate,
             candidates=list(candidates),
             work_dir=tmp,
-            per_channel=args.per_channel,
+            per_channel=args.per_channel or quantization_aware,
             fallback=args.fallback,
             max_fp32_nodes=args.max_fp32_nodes,
         )
