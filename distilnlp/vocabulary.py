@@ -207,11 +207,11 @@ def _check(model_dir, output_dir, texts, original, new_id, max_length, check_log
         for start in range(0, len(sample), 16):
             logits = []
             for model, tok in zip(models, tokenizers, strict=True):
-                enc = tok(
+                enc = tok(  # at most the model's positions: whole articles can be longer
                     sample[start : start + 16],
                     padding=True,
-                    truncation=max_length is not None,
-                    max_length=max_length,
+                    truncation=True,
+                    max_length=max_length or model.config.max_position_embeddings,
                     return_tensors="pt",
                 )
                 logits.append(model(**enc).logits)
