@@ -6,9 +6,10 @@ will run, so distillation can correct what quantization breaks.
 Every `nn.Linear` and `nn.Embedding` of the student is switched (class swap, same parameters and state-dict keys, so
 `save_pretrained` writes an ordinary checkpoint) to a fake-quantized twin that rounds exactly as ORT does:
 
-- weights: int8 symmetric, one scale per output channel (Linear rows; the ONNX MatMul's output columns),
-  scale = max|w| / 127, values in [-127, 127] (ORT's per-channel symmetric weights);
-- embedding tables: int8 symmetric per tensor (ORT's quantized Gather);
+- weights: 8-bit symmetric, one scale per output channel (Linear rows; the ONNX MatMul's output columns), on the
+  grid of the ORT preset of the CPU (`config.distilnlp_quantization_aware` records it): int8, max|w| / 127 in
+  [-127, 127], or uint8 around 128 (avx2), max|w| / 127.5 in [-128, 127];
+- embedding tables: the same grid, one scale per table (ORT's quantized Gather);
 - Linear inputs: uint8 asymmetric per tensor with the range of the current batch, widened to hold 0
   (ORT's `DynamicQuantizeLinear`).
 
@@ -38,11 +39,15 @@ class _RoundSTE(torch.autograd.Function):
         return grad
 
 
-def fake_quant_weight(weight: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
-    """Symmetric int8 round trip of a (out, in) weight (per row) or of any tensor (per tensor)."""
+def fake_quant_weight(weight: torch.Tensor, per_channel: bool = True, unsigned: bool = False) -> torch.Tensor:
+    """Symmetric 8-bit round trip of a (out, in) weight (per row) or of any tensor (per tensor).
+
+    ORT's symmetric grids: int8 (`unsigned=False`) uses scale max|w| / 127 and [-127, 127]; uint8 with zero point 128
+    (the avx2 preset) uses scale max|w| / 127.5 and [-128, 127] around it.
+    """
     absmax = weight.detach().abs().amax(dim=1, keepdim=True) if per_channel else weight.detach().abs().max()
-    scale = absmax.clamp_min(1e-12) / 127.0
-    return _RoundSTE.apply(weight / scale).clamp(-127, 127) * scale
+    scale = absmax.clamp_min(1e-12) / (127.5 if unsigned else 127.0)
+    return _RoundSTE.apply(weight / scale).clamp(-128 if unsigned else -127, 127) * scale
 
 
 def fake_quant_activation(x: torch.Tensor) -> torch.Tensor:
@@ -55,17 +60,23 @@ def fake_quant_activation(x: torch.Tensor) -> torch.Tensor:
 
 
 class FakeQuantLinear(nn.Linear):
-    """`nn.Linear` computing with int8-rounded inputs and per-channel int8-rounded weights."""
+    """`nn.Linear` computing with 8-bit-rounded inputs and per-channel 8-bit-rounded weights."""
+
+    unsigned_weights = False  # set per module by make_quantization_aware, from the ORT preset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(fake_quant_activation(x), fake_quant_weight(self.weight), self.bias)
+        weight = fake_quant_weight(self.weight, unsigned=self.unsigned_weights)
+        return F.linear(fake_quant_activation(x), weight, self.bias)
 
 
 class FakeQuantEmbedding(nn.Embedding):
-    """`nn.Embedding` looking up a per-tensor int8-rounded table."""
+    """`nn.Embedding` looking up a per-tensor 8-bit-rounded table (ORT quantizes a Gather's table with the weight
+    type of the preset)."""
+
+    unsigned_weights = False
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        weight = fake_quant_weight(self.weight, per_channel=False)
+        weight = fake_quant_weight(self.weight, per_channel=False, unsigned=self.unsigned_weights)
         return F.embedding(
             ids, weight, self.padding_idx, self.max_norm, self.norm_type, self.scale_grad_by_freq
         )
@@ -74,13 +85,22 @@ class FakeQuantEmbedding(nn.Embedding):
 _SWAPS = {nn.Linear: FakeQuantLinear, nn.Embedding: FakeQuantEmbedding}
 
 
-def make_quantization_aware(model: nn.Module) -> nn.Module:
-    """Switch every Linear / Embedding of `model` to its fake-quantized twin (in place) and mark the config."""
+def make_quantization_aware(model: nn.Module, preset: str | None = None) -> nn.Module:
+    """Switch every Linear / Embedding of `model` to its fake-quantized twin (in place) and record the ORT preset
+    (`onnx.quantize.PRESETS`; default: the CPU this runs on, as `distilnlp export` chooses) in the config."""
+    from .onnx.quantize import _quantization_config, default_preset
+
+    preset = preset or getattr(getattr(model, "config", None), CONFIG_FLAG, None) or default_preset()
+    if not isinstance(preset, str):  # a config marked True by an earlier version of this flag
+        preset = default_preset()
+    unsigned = str(_quantization_config(preset, False, True).weights_dtype).endswith("QUInt8")
     for module in model.modules():
         if type(module) in _SWAPS:
             module.__class__ = _SWAPS[type(module)]
+        if isinstance(module, tuple(_SWAPS.values())):
+            module.unsigned_weights = unsigned
     if hasattr(model, "config"):
-        setattr(model.config, CONFIG_FLAG, True)
+        setattr(model.config, CONFIG_FLAG, preset)
     return model
 
 

@@ -307,6 +307,11 @@ def export_model(
                     operators_to_quantize=quantization_config.operators_to_quantize,
                 )
         qat = is_quantization_aware(config)
+        if qat and config.distilnlp_quantization_aware != args.preset:
+            logger.warning(
+                f"The student trained on the {config.distilnlp_quantization_aware!r} rounding grid but is quantized "
+                f"with preset {args.preset!r}: pass --preset {config.distilnlp_quantization_aware} to match."
+            )
         batches = _parity_batches(config, tokenizer, parity_texts, parity_samples, max_length)
         int8_choice = quantize_and_choose(
             quantizer,
