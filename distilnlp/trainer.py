@@ -23,6 +23,7 @@ from .layers import (
     check_compatible,
     install_projection_hook,
 )
+from .quantization_aware import make_quantization_aware
 from .relations import RelationDistillation
 from .student import disable_attention_probs_dropout
 from .teacher_cache import (
@@ -186,6 +187,8 @@ class DistillationTrainer(DistillationLossTermsMixin, DistillationOutputsMixin, 
         Runs for the constructor's student and again for each student `model_init` creates (every
         hyper-parameter trial), so a trial that turns a loss on gets its pairs and projections.
         """
+        if args.quantization_aware:  # before the projections are attached: only the student's own layers
+            make_quantization_aware(model)  # in place: same parameters, so optimizer and checkpoints agree
         _check_model("model (the student)", model)
         # A weight that is 0 now but scheduled to grow still needs its outputs and projections from the start.
         need_hidden = args.max_weight("hidden_weight") > 0

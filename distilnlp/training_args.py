@@ -219,6 +219,14 @@ class DistillationTrainingArguments(StageTrainingArguments):
     teacher_cache_batch_size: int = field(
         default=64, metadata={"help": "Batch size of the teacher when a missing teacher_cache is built."}
     )
+    quantization_aware: bool = field(
+        default=False,
+        metadata={
+            "help": "Distill with int8 fake quantization of the student's Linear layers (per-channel weights, "
+            "dynamic per-tensor inputs) and embeddings, as ONNX Runtime's dynamic int8 graph computes; "
+            "`distilnlp export` then builds that graph and checks it against the fake-quantized student."
+        },
+    )
     layer_mapping: str = field(
         default="uniform",
         metadata={

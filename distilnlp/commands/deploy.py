@@ -1,4 +1,5 @@
-"""Export and benchmark with the task's own texts: calibration from train, parity and scores from test."""
+"""Export and benchmark with the task's own texts: calibration from train, the int8 gate (agreement and labelled
+accuracy) from validation, scores from test."""
 
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ def check_labels(config, names: list[str], data_args: DataArguments, static: boo
 def export_with_task_data(
     export_args: ExportArguments, data_args: DataArguments, overwrite: bool = False
 ) -> ExportResult:
-    """`export_model` with calibration texts drawn from the training split and parity texts from the test split.
+    """`export_model` with calibration texts drawn from the training split and the parity texts and labels from the
+    validation split: the int8 graph is chosen on validation accuracy, so the test split stays unseen.
 
     Checked before any work: the model folder and its tokenizer, the output folder (see `ExportTargetArguments`),
     and that the data is the model's task (static calibration on another task's texts is an error).
@@ -114,12 +116,19 @@ def export_with_task_data(
     calibration = None
     if static:
         calibration, _ = _texts_and_labels(data_args, "train", export_args.calibration_samples, data)
-    parity, _ = _texts_and_labels(data_args, "test", export_args.parity_samples, data)
+    parity, labels = _texts_and_labels(data_args, "validation", export_args.parity_samples, data)
+    # Unlabelled rows (label -100, e.g. with --labeled_fraction) cannot score accuracy: gate on agreement only.
+    labels = labels if all(label >= 0 for label in labels) else None
+    vocabulary = None
+    if export_args.trim_vocabulary:  # every split: the trimmed model must tokenize all of the task's texts
+        vocabulary = [text for split in data.values() for text in split[data_args.text_column]]
     return export_model(
         **asdict(export_args),
         overwrite=overwrite,
         calibration_texts=calibration,
         parity_texts=parity,
+        parity_labels=labels,
+        vocabulary_texts=vocabulary,
         max_length=data_args.max_length,
     )
 

@@ -14,7 +14,8 @@ writes into `output_dir`:
   (arguments, files, sizes, parity figures, library versions).
 
 Every export is checked: fp32 ONNX logits against the PyTorch model (max absolute difference) and int8 against
-fp32 ONNX (top-1 agreement); a failed check raises `ParityError`.
+fp32 ONNX (top-1 agreement, and labelled accuracy when labels are given); an int8 graph that misses the gate is
+replaced by the first that passes in a fallback chain (`fallback.py`), and a failed check raises `ParityError`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ from ..artifacts import (
     package_versions,
 )
 from ..artifacts import EXPORT_SUMMARY_FILE as SUMMARY_FILE
-from .parity import ParityReport, _load_tokenizer, _session, check_parity
+from ..quantization_aware import fake_quant_parity, is_quantization_aware
+from ..vocabulary import trim_for_export
+from .fallback import Int8Choice, quantize_and_choose
+from .parity import ParityReport, _load_tokenizer, _parity_batches, _session, check_parity
 from .quantize import (
     CALIBRATION_METHODS,
     OPTIMIZATION_LEVELS,
@@ -111,6 +115,31 @@ class ExportArguments:
         default=0.99,
         metadata={"help": "Smallest allowed top-1 agreement of the int8 model with the fp32 ONNX model."},
     )
+    max_accuracy_drop: float = field(
+        default=0.005,
+        metadata={
+            "help": "Largest allowed drop of labelled validation accuracy from the fp32 graph to the int8 graph "
+            "(absolute: 0.005 = half a point). Checked only when the export has labelled texts."
+        },
+    )
+    fallback: bool = field(
+        default=True,
+        metadata={
+            "help": "When the int8 graph misses the gate (min_agreement, max_accuracy_drop), try per-channel "
+            "weights, then keep the most sensitive nodes (found by a per-node sensitivity pass) in fp32."
+        },
+    )
+    max_fp32_nodes: int = field(
+        default=8,
+        metadata={"help": "Most weight nodes the fallback may keep in fp32 before giving up."},
+    )
+    trim_vocabulary: bool = field(
+        default=False,
+        metadata={
+            "help": "Before exporting, keep only the word pieces the task's texts (all splits) use, in the tokenizer "
+            "and the embedding matrix (WordPiece tokenizers); checked to tokenize every task text to the same ids."
+        },
+    )
     parity_samples: int = field(
         default=256,
         # Enough that one flipped prediction out of a few hundred does not fail a 0.99 threshold by itself.
@@ -130,6 +159,10 @@ class ExportArguments:
             raise ValueError(f"max_abs_diff must be a finite number > 0; got {self.max_abs_diff}.")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError(f"min_agreement must be in [0, 1]; got {self.min_agreement}.")
+        if not 0.0 <= self.max_accuracy_drop <= 1.0:
+            raise ValueError(f"max_accuracy_drop must be in [0, 1]; got {self.max_accuracy_drop}.")
+        if self.max_fp32_nodes < 0:
+            raise ValueError(f"max_fp32_nodes must be >= 0; got {self.max_fp32_nodes}.")
         if self.parity_samples < 1:
             raise ValueError(f"parity_samples must be >= 1; got {self.parity_samples}.")
 
@@ -144,6 +177,7 @@ class ExportResult:
     quantized_path: Path | None
     summary_path: Path
     parity: dict[str, ParityReport]
+    int8_choice: Int8Choice | None = None
 
 
 def export_model(
@@ -158,9 +192,15 @@ def export_model(
     calibration_samples: int = 128,
     calibration_method: str = "minmax",
     parity_texts: Sequence[str] | None = None,
+    parity_labels: Sequence[int] | None = None,
     parity_samples: int = 256,
     max_abs_diff: float = 1e-4,
     min_agreement: float = 0.99,
+    max_accuracy_drop: float = 0.005,
+    fallback: bool = True,
+    max_fp32_nodes: int = 8,
+    trim_vocabulary: bool = False,
+    vocabulary_texts: Sequence[str] | None = None,
     max_length: int = 128,
 ) -> ExportResult:
     """Export `model_dir` to ONNX in `output_dir`, optionally optimize and int8-quantize it, and check parity.
@@ -168,8 +208,13 @@ def export_model(
     The int8 graph is quantized from the exported (unfused) `model.onnx`, not from the optimized one: ORT's
     quantizer cannot type the outputs of fused contrib ops (`Attention`, `SkipLayerNormalization`) and fails with
     "Unable to find data type for weight_name". (Symbolic shape inference on the fused graph gets past that, but
-    its int8 graph, with QAttention, ran no faster on CPU than the int8 unfused graph.) Arguments mirror `ExportArguments`; `calibration_texts` feed static quantization (padded to
-    `max_length`), `parity_texts` the parity checks (synthetic token ids when None).
+    its int8 graph, with QAttention, ran no faster on CPU than the int8 unfused graph.) Arguments mirror
+    `ExportArguments`; `calibration_texts` feed static quantization (padded to `max_length`), `parity_texts` the
+    parity checks (synthetic token ids when None) and, with `parity_labels` (one label id per text), the
+    accuracy gate. An int8 graph that misses the gate sends the export down the fallback chain of
+    `onnx/fallback.py` (per-channel, then sensitive nodes in fp32); the choice is recorded under `int8_choice`.
+    With `trim_vocabulary`, the model exported is a copy whose vocabulary keeps only what `vocabulary_texts` use
+    (`distilnlp.vocabulary`), recorded under `vocabulary`.
 
     Raises:
         ParityError: a graph does not reproduce its reference within the thresholds.
@@ -189,6 +234,10 @@ def export_model(
         calibration_method=calibration_method,
         max_abs_diff=max_abs_diff,
         min_agreement=min_agreement,
+        max_accuracy_drop=max_accuracy_drop,
+        fallback=fallback,
+        max_fp32_nodes=max_fp32_nodes,
+        trim_vocabulary=trim_vocabulary,
         parity_samples=parity_samples,
     )
     output_dir = Path(output_dir)
@@ -196,6 +245,9 @@ def export_model(
     for stale in (OPTIMIZED_FILE, QUANTIZED_FILE, ORT_CONFIG_FILE, SUMMARY_FILE):
         (output_dir / stale).unlink(missing_ok=True)
 
+    trimmed = trim_for_export(model_dir, vocabulary_texts) if trim_vocabulary else None
+    if trimmed is not None:
+        model_dir = trimmed.model_dir  # export the trimmed copy (a scratch folder, removed below)
     config = AutoConfig.from_pretrained(model_dir)
     ort_class = ort_model_class(config)
     tokenizer = _load_tokenizer(model_dir)
@@ -230,7 +282,7 @@ def export_model(
         parity["optimized"] = check_parity(torch_model, optimized_path, **parity_kwargs)
         logger.info(f"Optimized (O{optimize}) parity: max |diff| = {parity['optimized'].max_abs_diff:.3g}")
 
-    quantization_config = quantized_path = None
+    quantization_config = quantized_path = int8_choice = None
     calibration: dict[str, Any] | None = None
     if quantize != "none":
         is_static = quantize == "static"
@@ -255,10 +307,32 @@ def export_model(
                     onnx_augmented_model_name=Path(tmp) / "augmented_model.onnx",
                     operators_to_quantize=quantization_config.operators_to_quantize,
                 )
-        quantizer.quantize(quantization_config, save_dir=output_dir, calibration_tensors_range=ranges)
-        quantized_path = output_dir / QUANTIZED_FILE
+        qat = is_quantization_aware(config)
+        if qat and config.distilnlp_quantization_aware != args.preset:
+            logger.warning(
+                f"The student trained on the {config.distilnlp_quantization_aware!r} rounding grid but is quantized "
+                f"with preset {args.preset!r}: pass --preset {config.distilnlp_quantization_aware} to match."
+            )
+        batches = _parity_batches(config, tokenizer, parity_texts, parity_samples, max_length)
+        int8_choice = quantize_and_choose(
+            quantizer,
+            args,
+            is_static=is_static,
+            ranges=ranges,
+            onnx_path=onnx_path,
+            output_dir=output_dir,
+            batches=batches,
+            labels=parity_labels,
+            quantization_aware=qat,
+        )
+        quantization_config, quantized_path = int8_choice.config, int8_choice.path
         parity["int8"] = check_parity(torch_model, onnx_path, quantized_path=quantized_path, **parity_kwargs)
         logger.info(f"int8 ({quantize}) top-1 agreement with fp32: {parity['int8'].agreement:.2%}")
+        if qat:  # the graph must compute what the student was trained to compute
+            fake_quant = _torch_model_class(config).from_pretrained(model_dir)
+            int8_choice.fake_quant_parity = fake_quant_parity(
+                fake_quant, quantized_path, batches, min_agreement
+            )
 
     # ORTOptimizer and ORTQuantizer each overwrite ort_config.json with their half: record both.
     ORTConfig(optimization=optimization_config, quantization=quantization_config).save_pretrained(output_dir)
@@ -273,6 +347,8 @@ def export_model(
         "files": {k: p.name for k, p in files.items() if p is not None},
         "sizes_bytes": {k: p.stat().st_size for k, p in files.items() if p is not None},
         "parity": {k: asdict(v) for k, v in parity.items()},
+        "int8_choice": int8_choice.summary() if int8_choice is not None else None,
+        "vocabulary": trimmed.finish(output_dir) if trimmed is not None else None,
         "versions": package_versions(*CORE_PACKAGES, *ONNX_PACKAGES),
     }
     summary_path = output_dir / SUMMARY_FILE
@@ -284,4 +360,5 @@ def export_model(
         quantized_path=quantized_path,
         summary_path=summary_path,
         parity=parity,
+        int8_choice=int8_choice,
     )

@@ -50,12 +50,17 @@ def _optimization_config(level: int):
 STATIC_OPERATORS = ["MatMul", "Gemm", "Gather"]
 
 
-def _quantization_config(preset: str, is_static: bool, per_channel: bool):
+def _quantization_config(
+    preset: str, is_static: bool, per_channel: bool, nodes_to_exclude: Sequence[str] | None = None
+):
     from optimum.onnxruntime import AutoQuantizationConfig
 
     operators = STATIC_OPERATORS if is_static else None  # None: ORT's dynamic (IntegerOps) defaults
     return getattr(AutoQuantizationConfig, preset)(
-        is_static=is_static, per_channel=per_channel, operators_to_quantize=operators
+        is_static=is_static,
+        per_channel=per_channel,
+        operators_to_quantize=operators,
+        nodes_to_exclude=list(nodes_to_exclude or []),
     )
 
 
