@@ -13,7 +13,15 @@ import pytest  # noqa: E402
 from distilnlp.onnx.tasks import ONNX_EXTRA_MODULES, _missing  # noqa: E402
 
 # Test modules that export or run ONNX graphs: every test in them is marked `onnx`.
-ONNX_MODULES = ("test_export.py", "test_benchmark.py", "test_deploy_cli.py", "test_demo.py")
+ONNX_MODULES = (
+    "test_export.py",
+    "test_benchmark.py",
+    "test_deploy_cli.py",
+    "test_demo.py",
+    "test_fallback.py",
+    "test_quantization_aware.py",
+    "test_vocabulary.py",
+)
 ONNX_AVAILABLE = not any(_missing(module) for module in ONNX_EXTRA_MODULES)
 if not ONNX_AVAILABLE:
     collect_ignore = list(ONNX_MODULES)  # they import onnx / optimum at module level

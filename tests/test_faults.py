@@ -221,6 +221,7 @@ def test_flipped_bytes_anywhere_in_the_cache_are_caught_before_arrow_reads_them(
 # ------------------------------------------------------------------------------------------------- exports
 
 
+@pytest.mark.onnx
 def test_failed_export_leaves_a_good_export_untouched_and_foreign_folders_are_refused(tmp_path, capsys):
     model = save_tiny_model(tmp_path / "model", num_labels=3)  # max_position_embeddings = 64
     long_texts = tmp_path / "long.csv"
