@@ -36,7 +36,7 @@ def cache_teacher(
     tokenizer = AutoTokenizer.from_pretrained(
         distill_args.teacher, trust_remote_code=distill_args.trust_remote_code
     )
-    _, tokenized, _ = prepare_data(data_args, tokenizer)
+    _, tokenized, _ = prepare_data(data_args, tokenizer, with_transfer=True)
     splits = {name: tokenized[name] for name in CACHED_SPLITS}
     try:
         if not (Path(args.teacher_cache) / METADATA_FILE).exists():

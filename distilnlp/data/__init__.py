@@ -1,5 +1,6 @@
 """Task data: where it comes from (`sources`), and how it is split, encoded and tokenized (`task`)."""
 
+from .bbc_tasks import BBC_NEWS_SENTENCES, BBC_NEWS_WINDOWS, BBC_TASKS, load_bbc_task
 from .sources import BBC_NEWS, SPLITS, load_bbc_news
 from .task import (
     UNLABELED,
@@ -10,16 +11,25 @@ from .task import (
     load_task_data,
     tokenize_task_data,
 )
+from .transfer import add_transfer_rows, load_transfer_texts, tokenize_transfer, window_texts
 
 __all__ = [
     "BBC_NEWS",
+    "BBC_NEWS_SENTENCES",
+    "BBC_NEWS_WINDOWS",
+    "BBC_TASKS",
     "SPLITS",
     "UNLABELED",
+    "add_transfer_rows",
     "DataArguments",
     "hide_labels",
     "label_names",
     "labeled_subset",
     "load_bbc_news",
+    "load_bbc_task",
     "load_task_data",
+    "load_transfer_texts",
     "tokenize_task_data",
+    "tokenize_transfer",
+    "window_texts",
 ]
