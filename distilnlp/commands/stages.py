@@ -143,6 +143,7 @@ def prepare_data(data_args: DataArguments, tokenizer, with_transfer: bool = Fals
             data_args.transfer_text_column,
             data_args.transfer_window,
             data_args.max_transfer_samples,
+            data_args.split_seed,
         )
         labels_feature = tokenized["train"].features["labels"]
         rows = tokenize_transfer(texts, tokenizer, data_args.max_length, labels_feature)

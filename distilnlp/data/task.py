@@ -72,7 +72,8 @@ class DataArguments:
         default=None,
         metadata={
             "help": "Unlabelled transfer text for distillation: a .txt (one example per line) / .csv / .jsonl / "
-            ".parquet file or a folder of them. The teacher labels it (through teacher_cache when set) and its "
+            ".parquet file or a folder of them, or 'bbc_news_sentences' / 'bbc_news_windows' (the bundled task's "
+            "transfer articles, in none of its labelled splits). The teacher labels it (through teacher_cache when set) and its "
             "rows join training with label -100, so they add the soft-target loss only."
         },
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 from datasets import Dataset, Value, concatenate_datasets, load_dataset
 from transformers import PreTrainedTokenizerBase
 
+from .bbc_tasks import BBC_TASKS, load_bbc_transfer
 from .task import UNLABELED
 
 logger = logging.getLogger(__name__)
@@ -67,13 +68,9 @@ def window_texts(texts: list[str], window: int) -> list[str]:
     return out
 
 
-def load_transfer_texts(
-    path: str, text_column: str = "text", window: int | None = None, max_samples: int | None = None
-) -> Dataset:
-    """The transfer set as a one-column (`text`) Dataset, memory-mapped from disk, cut into windows if asked.
-
-    `max_samples` keeps the first N examples (after windowing).
-    """
+def _read(path: str, text_column: str, seed: int) -> tuple[Dataset, str]:
+    if path in BBC_TASKS:  # the bundled tasks' own transfer articles (in none of their labelled splits)
+        return load_bbc_transfer(path, seed), "text"
     files = _transfer_files(Path(path).expanduser())
     builder = TRANSFER_BUILDERS[files[0].suffix.lower()]
     try:
@@ -82,7 +79,22 @@ def load_transfer_texts(
         raise ValueError(
             f"Could not read the transfer set {path} as {builder}: {type(error).__name__}: {error}"
         ) from error
-    column = "text" if builder == "text" else text_column
+    return dataset, "text" if builder == "text" else text_column
+
+
+def load_transfer_texts(
+    path: str,
+    text_column: str = "text",
+    window: int | None = None,
+    max_samples: int | None = None,
+    seed: int = 42,
+) -> Dataset:
+    """The transfer set as a one-column (`text`) Dataset, memory-mapped from disk, cut into windows if asked.
+
+    `path` is a file or folder, or the name of a bundled BBC News task (its transfer articles' units, split
+    with `seed`). `max_samples` keeps the first N examples (after windowing).
+    """
+    dataset, column = _read(path, text_column, seed)
     if column not in dataset.column_names:
         raise ValueError(
             f"Transfer set {path} has no column {column!r} (columns: {dataset.column_names}); set "

@@ -49,23 +49,24 @@ def attach_teacher_cache(args, teacher, tokenizer, train_dataset, eval_dataset):
     if not all(isinstance(d, Dataset) for d in datasets.values()):
         raise TypeError("teacher_cache needs `datasets.Dataset` train and eval datasets (tokenized).")
     tokenizer = tokenizer if isinstance(tokenizer, PreTrainedTokenizerBase) else None
-    with args.main_process_first(desc="teacher cache"):
-        if not (path / METADATA_FILE).exists():
-            if teacher is None:
-                raise TeacherCacheError(
-                    f"teacher_cache={str(path)!r} does not exist yet and there is no teacher_model to build "
-                    "it from: pass teacher_model, or build it first with `distilnlp cache-teacher`."
-                )
-            build_teacher_cache(
-                path,
-                teacher,
-                datasets,
-                tokenizer=tokenizer,
-                backend=args.teacher_cache_backend,
-                top_k=args.teacher_cache_top_k,
-                batch_size=args.teacher_cache_batch_size,
+    # Every process takes part in a build (each runs the teacher over its shard of the rows; see
+    # build_teacher_cache), so no process may skip it: none can finish it before all have checked.
+    if not (path / METADATA_FILE).exists():
+        if teacher is None:
+            raise TeacherCacheError(
+                f"teacher_cache={str(path)!r} does not exist yet and there is no teacher_model to build "
+                "it from: pass teacher_model, or build it first with `distilnlp cache-teacher`."
             )
-        cache = TeacherCache.load(path)
+        build_teacher_cache(
+            path,
+            teacher,
+            datasets,
+            tokenizer=tokenizer,
+            backend=args.teacher_cache_backend,
+            top_k=args.teacher_cache_top_k,
+            batch_size=args.teacher_cache_batch_size,
+        )
+    cache = TeacherCache.load(path)
     cache.check(teacher, tokenizer, top_k=args.teacher_cache_top_k)
     info = {"path": str(path), **cache.metadata}
     train_dataset = cache.attach(train_dataset)

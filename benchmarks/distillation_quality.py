@@ -1,0 +1,302 @@
+"""Distillation quality on hard BBC News tasks: does a distilled 2-layer student beat plain fine-tuning?
+
+One command, per task in `TASKS`:
+
+1. the first `labelled` training units of the task (`--dataset T --max_train_samples N`) and, as unlabelled
+   transfer text, units of the task's transfer articles (`--transfer_dataset T`: articles in none of the
+   labelled splits, so never a test article), through the same data path as `distilnlp distill`;
+2. the packaged MiniLM teacher fine-tuned once on the labelled units (kept under `--work_dir`, reused);
+3. the teacher's logits over every training set, cached once (`build_teacher_cache`; the teacher never runs
+   during student training);
+4. every setup in `SETUPS` (a 2-layer `create_student` copy of the teacher) over `--seeds`, scored on the
+   test split: mean ± std, retention of the teacher's accuracy, and the per-seed paired gain over the
+   hard-label baseline (same seed = same data order and dropout draws).
+
+A new setup is one `Setup(...)` line in `SETUPS`; its `args` are `DistillationTrainingArguments` fields, and a
+setup whose fields this distilnlp lacks is reported as skipped.
+
+    python benchmarks/distillation_quality.py --output benchmarks/results      # full run
+    python benchmarks/distillation_quality.py --seeds 0 --tasks bbc_news_sentences   # quick sizing run
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
+
+from distilnlp import DistillationTrainer, DistillationTrainingArguments, create_student
+from distilnlp.commands.stages import evaluate_on, prepare_data, resolve_model_path
+from distilnlp.data import DataArguments
+from distilnlp.teacher_cache import TeacherCache, build_teacher_cache
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # a `--dataset` name
+    labelled: int  # labelled training rows
+    test: int  # test rows scored (first N of the shuffled test split)
+    transfer_window: int | None = None  # --transfer_window (unset: the task's own units)
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    description: str
+    args: dict = field(default_factory=dict)  # DistillationTrainingArguments fields
+    transfer: int = 0  # transfer rows as a multiple of the labelled rows
+    distill: bool = True  # False: a plain `transformers.Trainer` fine-tune (hard labels only)
+
+
+TASKS = {
+    "bbc_news_sentences": Task("bbc_news_sentences", labelled=2000, test=2000),
+    "bbc_news_windows": Task("bbc_news_windows", labelled=2000, test=2000),
+}
+KD = {"alpha": 0.9, "temperature": 2.0}
+SETUPS = [
+    Setup("hard_labels", "plain fine-tuning of the 2-layer student (transformers.Trainer)", distill=False),
+    Setup("logit_kd", "logit distillation on the labelled rows (alpha 0.9, T 2)", KD),
+    Setup("logit_kd_transfer4x", "logit distillation + transfer set 4x the labelled rows", KD, transfer=4),
+]
+BASELINE = "hard_labels"
+MAX_LENGTH = 64
+
+
+def task_data(task: Task, seed: int, transfer_multiple: int, tokenizer):
+    """(labelled train rows, labelled + transfer rows, test rows, label names), tokenized, through the same
+    data path as `distilnlp distill --dataset T --transfer_dataset T` (T's transfer articles: none of them
+    in a labelled split)."""
+    data_args = DataArguments(
+        dataset=task.name, split_seed=seed, max_length=MAX_LENGTH, max_train_samples=task.labelled,
+        max_eval_samples=task.test, transfer_dataset=task.name if transfer_multiple else None,
+        transfer_window=task.transfer_window, max_transfer_samples=transfer_multiple * task.labelled or None,
+    )  # fmt: skip
+    _, tokenized, names = prepare_data(data_args, tokenizer, with_transfer=True)
+    train = tokenized["train"]
+    return train.select(range(task.labelled)), train, tokenized["test"], names
+
+
+def finetune_teacher(task: Task, train, tokenizer, names, work: Path, cli) -> Path:
+    """The packaged MiniLM fine-tuned on the labelled rows, once (reused from `work` when there)."""
+    folder = work / f"{task.name}-{task.labelled}-teacher-{cli.teacher_epochs}ep"
+    if (folder / "model.safetensors").exists():
+        return folder
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model_path("minilm"), num_labels=len(names), ignore_mismatched_sizes=True
+    )
+    args = TrainingArguments(
+        output_dir=str(folder), num_train_epochs=cli.teacher_epochs, learning_rate=5e-5, warmup_ratio=0.1,
+        per_device_train_batch_size=32, save_strategy="no", report_to="none", use_cpu=True,
+        disable_tqdm=True, logging_steps=50, seed=0,
+    )  # fmt: skip
+    Trainer(
+        model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer)
+    ).train()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def run_setup(setup: Setup, seed: int, teacher, tokenizer, train, test, work: Path, cli) -> dict:
+    torch.manual_seed(seed)
+    student = create_student(teacher, 2)
+    common = dict(
+        output_dir=str(work / f"run-{setup.name}-{seed}"), num_train_epochs=cli.epochs,
+        learning_rate=cli.learning_rate, warmup_ratio=0.1, weight_decay=0.01, per_device_train_batch_size=32,
+        per_device_eval_batch_size=128, save_strategy="no", report_to="none", use_cpu=True,
+        disable_tqdm=True, logging_steps=100, seed=seed, data_seed=seed,
+    )  # fmt: skip
+    start = time.perf_counter()
+    collator = DataCollatorWithPadding(tokenizer)
+    if setup.distill:
+        args = DistillationTrainingArguments(**common, **setup.args)
+        trainer = DistillationTrainer(model=student, args=args, train_dataset=train, data_collator=collator)
+    else:
+        plain = train.remove_columns([c for c in train.column_names if c.startswith("teacher_")])
+        trainer = Trainer(
+            model=student, args=TrainingArguments(**common), train_dataset=plain, data_collator=collator
+        )
+    trainer.train()
+    seconds = time.perf_counter() - start
+    scores = evaluate_on(student, test, tokenizer, trainer.args, "test")
+    return {
+        "accuracy": scores["test_accuracy"],
+        "steps": trainer.state.global_step,
+        "seconds": round(seconds, 1),
+    }
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def compare(runs: dict, base: str, name: str) -> dict:
+    diffs = [a - b for a, b in zip(runs[name], runs[base], strict=True)]
+    gain, gain_std = mean_std(diffs)
+    spread = max(mean_std(runs[name])[1], mean_std(runs[base])[1])
+    return {
+        "against": base, "per_seed": [round(d, 4) for d in diffs], "mean": round(gain, 4),
+        "std": round(gain_std, 4), "seed_spread_std": round(spread, 4),
+        "gain_over_2_std": bool(gain > 2 * spread), "paired_gain_over_2_std": bool(gain > 2 * gain_std),
+    }  # fmt: skip
+
+
+def run_task(task: Task, setups: list[Setup], cli, work: Path) -> dict:
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
+    largest = max(s.transfer for s in setups)
+    labelled, full, test, names = task_data(task, cli.split_seed, largest, tokenizer)
+    teacher_dir = finetune_teacher(task, labelled, tokenizer, names, work, cli)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    teacher_seconds = time.perf_counter() - start
+    train_sets = {m: full.select(range(task.labelled * (1 + m))) for m in {s.transfer for s in setups}}
+    cache_start = time.perf_counter()
+    cache = build_teacher_cache(
+        work / f"{task.name}-cache", teacher_dir, {f"train_x{m}": d for m, d in train_sets.items()},
+        tokenizer=tokenizer, max_length=MAX_LENGTH, backend=cli.cache_backend,
+    )  # fmt: skip
+    cache_seconds = time.perf_counter() - cache_start
+    train_sets = {m: TeacherCache.attach(cache, d, f"train_x{m}") for m, d in train_sets.items()}
+    teacher_acc = evaluate_on(teacher, test, tokenizer, TrainingArguments(
+        output_dir=str(work), per_device_eval_batch_size=128, use_cpu=True, report_to="none", disable_tqdm=True
+    ), "test")["test_accuracy"]  # fmt: skip
+    print(f"[{task.name}] teacher test accuracy {teacher_acc:.4f} (n={len(test)})", flush=True)
+
+    runs, details = {}, {}
+    for setup in setups:
+        for seed in cli.seeds:
+            result = run_setup(setup, seed, teacher, tokenizer, train_sets[setup.transfer], test, work, cli)
+            runs.setdefault(setup.name, []).append(result["accuracy"])
+            details.setdefault(setup.name, []).append(result)
+            print(f"[{task.name}] {setup.name} seed {seed}: {result}", flush=True)
+    table = {}
+    for setup in setups:
+        mean, std = mean_std(runs[setup.name])
+        table[setup.name] = {
+            "description": setup.description, "args": setup.args, "transfer_multiple": setup.transfer,
+            "train_rows": len(train_sets[setup.transfer]), "accuracy_per_seed": runs[setup.name],
+            "accuracy_mean": round(mean, 4), "accuracy_std": round(std, 4),
+            "retention": round(mean / teacher_acc, 4), "runs": details[setup.name],
+        }  # fmt: skip
+        if setup.name != BASELINE:
+            table[setup.name]["gain_over_baseline"] = compare(runs, BASELINE, setup.name)
+    for setup in setups:  # the same recipe with and without the transfer set
+        twin = next((s for s in setups if s.transfer == 0 and s.args == setup.args and s.distill), None)
+        if setup.transfer and twin is not None:
+            table[setup.name]["gain_over_same_recipe_without_transfer"] = compare(runs, twin.name, setup.name)
+    return {
+        "task": dataclasses.asdict(task), "labels": names, "test_size": len(test),
+        "labelled_rows": len(labelled), "transfer_rows": len(full) - len(labelled),
+        "teacher_accuracy": round(teacher_acc, 4), "teacher_seconds": round(teacher_seconds, 1),
+        "teacher_cache_seconds": round(cache_seconds, 1), "setups": table,
+        "seconds": round(time.perf_counter() - start, 1),
+    }  # fmt: skip
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# Distillation quality (2-layer MiniLM students, BBC News hard tasks)", "",
+        f"Seeds {report['seeds']}, {report['epochs']} epochs, batch 32, lr {report['learning_rate']}, max_length "
+        f"{MAX_LENGTH}; total {report['seconds'] / 60:.1f} min on {os.cpu_count()} cores (load average at start "
+        f"{report['load_start']}, at end {report['load_end']}).", "",
+    ]  # fmt: skip
+    for name, task in report["tasks"].items():
+        lines += [
+            f"## {name}", "",
+            f"{task['labelled_rows']} labelled training rows; test set {task['test_size']} examples; teacher "
+            f"(6-layer MiniLM, fine-tuned on the labelled rows) test accuracy **{task['teacher_accuracy']:.4f}**.",
+            "", "| setup | train rows | test accuracy (mean ± std) | kept | paired gain vs hard labels | > 2 std |",
+            "|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for setup_name, row in task["setups"].items():
+            gain = row.get("gain_over_baseline")
+            gain_text = f"{gain['mean'] * 100:+.2f} ± {gain['std'] * 100:.2f} pts" if gain else "-"
+            verdict = ("yes" if gain["gain_over_2_std"] else "no") if gain else "-"
+            lines.append(
+                f"| {setup_name} | {row['train_rows']} | {row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} | "
+                f"{row['retention'] * 100:.1f}% | {gain_text} | {verdict} |"
+            )
+        for setup_name, row in task["setups"].items():
+            same = row.get("gain_over_same_recipe_without_transfer")
+            if same:
+                lines.append(
+                    f"\n{setup_name} vs {same['against']} (same recipe without the transfer set): "
+                    f"{same['mean'] * 100:+.2f} ± {same['std'] * 100:.2f} pts per seed ({same['per_seed']})."
+                )
+        lines.append("")
+    if report["skipped"]:
+        lines += ["Skipped setups (fields missing in this distilnlp): " + ", ".join(report["skipped"]), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--setups", nargs="+", default=[s.name for s in SETUPS])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--teacher_epochs", type=float, default=3.0)
+    parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--labelled", type=int, default=None, help="labelled rows per task (default: TASKS')")
+    parser.add_argument("--test_size", type=int, default=None, help="test rows per task (default: TASKS')")
+    parser.add_argument("--split_seed", type=int, default=42)
+    parser.add_argument("--cache_backend", default="onnx")
+    parser.add_argument("--work_dir", default="runs/distillation_quality")
+    parser.add_argument("--output", default=None, help="folder for distillation_quality.json / .md")
+    cli = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    work = Path(cli.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    fields = {f.name for f in dataclasses.fields(DistillationTrainingArguments)}
+    chosen = [s for s in SETUPS if s.name in cli.setups]
+    skipped = [s.name for s in chosen if set(s.args) - fields]
+    setups = [s for s in chosen if s.name not in skipped]
+    if BASELINE not in {s.name for s in setups}:
+        parser.error(f"the setups must include the baseline {BASELINE!r}")
+    start, load_start = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
+    report = {
+        "seeds": cli.seeds, "epochs": cli.epochs, "teacher_epochs": cli.teacher_epochs,
+        "learning_rate": cli.learning_rate, "max_length": MAX_LENGTH, "batch_size": 32,
+        "cache_backend": cli.cache_backend, "skipped": skipped, "load_start": load_start, "tasks": {},
+    }  # fmt: skip
+    for name in cli.tasks:
+        task = TASKS[name]
+        task = dataclasses.replace(
+            task, labelled=cli.labelled or task.labelled, test=cli.test_size or task.test
+        )
+        report["tasks"][name] = run_task(task, setups, cli, work)
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    report["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["command"] = "python benchmarks/distillation_quality.py " + " ".join(
+        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(cli).items()
+        if v is not None
+    )
+    text = markdown(report)
+    print(text)
+    if cli.output:
+        out = Path(cli.output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "distillation_quality.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "distillation_quality.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
