@@ -283,26 +283,28 @@ def main() -> None:
         "learning_rate": cli.learning_rate, "max_length": MAX_LENGTH, "batch_size": 32,
         "cache_backend": cli.cache_backend, "skipped": skipped, "load_start": load_start, "tasks": {},
     }  # fmt: skip
+    report["command"] = "python benchmarks/distillation_quality.py " + " ".join(
+        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(cli).items()
+        if v is not None
+    )
     for name in cli.tasks:
         task = TASKS[name]
         task = dataclasses.replace(
             task, labelled=cli.labelled or task.labelled, test=cli.test_size or task.test
         )
         report["tasks"][name] = run_task(task, setups, cli, work)
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    report["load_end"] = [round(x, 2) for x in os.getloadavg()]
-    report["command"] = "python benchmarks/distillation_quality.py " + " ".join(
-        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(cli).items()
-        if v is not None
-    )
-    text = markdown(report)
+        report["tasks"][name]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+        report["seconds"] = round(time.perf_counter() - start, 1)
+        report["load_end"] = report["tasks"][name]["load_after"]
+        report["complete"] = name == cli.tasks[-1]
+        text = markdown(report)
+        if cli.output:  # after every task, so a run cut short keeps what it measured
+            out = Path(cli.output)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "distillation_quality.json").write_text(json.dumps(report, indent=2) + "\n")
+            (out / "distillation_quality.md").write_text(text + "\n")
     print(text)
-    if cli.output:
-        out = Path(cli.output)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "distillation_quality.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / "distillation_quality.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":
