@@ -187,3 +187,28 @@ def test_transfer_rows_join_training_unlabelled_and_never_add_hard_loss(tmp_path
         logits = student(input_ids=labelled["input_ids"], attention_mask=labelled["attention_mask"]).logits
         reference = torch.nn.functional.cross_entropy(logits, labelled["labels"])
     assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("task", ["sentences", "windows"])
+def test_recommended_recipes_parse(task, tmp_path):
+    from pathlib import Path
+
+    from transformers import TrainingArguments
+
+    from distilnlp import DistillationTrainingArguments
+    from distilnlp.commands.config import parse_config
+    from distilnlp.commands.stages import DistillArguments, FinetuneArguments
+
+    recipes = Path(__file__).parent.parent / "recipes"
+    out = ["--output_dir", str(tmp_path)]
+    _, teacher_data, _ = parse_config(
+        (FinetuneArguments, DataArguments, TrainingArguments),
+        [str(recipes / f"finetune_bbc_news_{task}.yaml"), *out],
+    )
+    distill_args, data, args = parse_config(
+        (DistillArguments, DataArguments, DistillationTrainingArguments),
+        [str(recipes / f"distill_bbc_news_{task}_transfer.yaml"), *out],
+    )
+    assert teacher_data.dataset == data.dataset == data.transfer_dataset == f"bbc_news_{task}"
+    assert data.max_transfer_samples == 4 * data.max_train_samples == 4 * teacher_data.max_train_samples
+    assert distill_args.teacher == f"runs/teacher-{task}" and args.teacher_cache and args.alpha == 0.9

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------------------- build
 
 
-def _process_group() -> tuple[int, int, callable]:
+def _process_group() -> tuple[int, int, Callable[[], None]]:
     """(rank, world size, barrier) of the `accelerate launch` processes; (0, 1, no-op) in a single process."""
     from accelerate import PartialState
 
