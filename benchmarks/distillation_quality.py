@@ -220,13 +220,22 @@ def markdown(report: dict) -> str:
         "# Distillation quality (2-layer MiniLM students, BBC News hard tasks)", "",
         f"Seeds {report['seeds']}, {report['epochs']} epochs, batch 32, lr {report['learning_rate']}, max_length "
         f"{MAX_LENGTH}; total {report['seconds'] / 60:.1f} min on {os.cpu_count()} cores (load average at start "
-        f"{report['load_start']}, at end {report['load_end']}).", "",
+        f"{report['load_start']}, at end {report['load_end']}; 1, 5 and 15-minute averages).", "",
     ]  # fmt: skip
+    if len(report.get("runs", [])) > 1:
+        lines += [
+            f"The tasks ran as {len(report['runs'])} processes side by side (`--tasks`, then `--merge`): "
+            + "; ".join(f"{r['seconds'] / 60:.1f} min (load {r['load_start']} -> {r['load_end']})" for r in report["runs"])
+            + ".", "",
+        ]  # fmt: skip
     for name, task in report["tasks"].items():
         lines += [
             f"## {name}", "",
             f"{task['labelled_rows']} labelled training rows; test set {task['test_size']} examples; teacher "
-            f"(6-layer MiniLM, fine-tuned on the labelled rows) test accuracy **{task['teacher_accuracy']:.4f}**.",
+            f"(6-layer MiniLM, fine-tuned on the labelled rows) test accuracy **{task['teacher_accuracy']:.4f}**. "
+            f"Teacher fine-tune {task['teacher_seconds']:.0f} s, teacher cache over {task['labelled_rows'] + task['transfer_rows']}"
+            f" train + {task['test_size']} test rows {task['teacher_cache_seconds']:.0f} s; task total "
+            f"{task['seconds'] / 60:.1f} min.",
             "", "| setup | train rows | test accuracy (mean ± std) | kept | paired gain vs hard labels | > 2 std |",
             "|---|---|---|---|---|---|",
         ]  # fmt: skip
@@ -237,6 +246,16 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {setup_name} | {row['train_rows']} | {row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} | "
                 f"{row['retention'] * 100:.1f}% | {gain_text} | {verdict} |"
+            )
+        distilled = {n: r for n, r in task["setups"].items() if n != BASELINE}
+        if distilled:
+            best_name, best = max(distilled.items(), key=lambda item: item[1]["accuracy_mean"])
+            gain = best["gain_over_baseline"]
+            lines.append(
+                f"\nBest distilled setup: **{best_name}**, keeps {best['retention'] * 100:.1f}% of the teacher "
+                f"(target >= 99%: {'met' if best['retention'] >= 0.99 else 'not met'}); gain over hard labels "
+                f"{gain['mean'] * 100:+.2f} pts vs 2 x seed spread {2 * gain['seed_spread_std'] * 100:.2f} pts "
+                f"(target: {'met' if gain['gain_over_2_std'] else 'not met'})."
             )
         for setup_name, row in task["setups"].items():
             same = row.get("gain_over_same_recipe_without_transfer")
@@ -249,6 +268,26 @@ def markdown(report: dict) -> str:
     if report["skipped"]:
         lines += ["Skipped setups (fields missing in this distilnlp): " + ", ".join(report["skipped"]), ""]
     return "\n".join(lines)
+
+
+def write(report: dict, out: Path) -> str:
+    text = markdown(report)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distillation_quality.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "distillation_quality.md").write_text(text + "\n")
+    return text
+
+
+def merge(paths: list[str], out: Path) -> None:
+    """One report from runs of different tasks that ran side by side (same settings otherwise)."""
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    merged = dict(reports[0], tasks={}, runs=[])
+    for report in reports:
+        merged["tasks"] |= report["tasks"]
+        merged["runs"].append({k: report[k] for k in ("command", "seconds", "load_start", "load_end")})
+    merged["seconds"] = max(r["seconds"] for r in reports)  # they ran at the same time
+    merged["complete"] = all(r.get("complete") for r in reports)
+    print(write(merged, out))
 
 
 def main() -> None:
@@ -267,7 +306,13 @@ def main() -> None:
     parser.add_argument("--cache_backend", default="onnx")
     parser.add_argument("--work_dir", default="runs/distillation_quality")
     parser.add_argument("--output", default=None, help="folder for distillation_quality.json / .md")
+    parser.add_argument(
+        "--merge", nargs="+", default=None,
+        help="instead of running: merge these reports (runs of different --tasks) into --output",
+    )  # fmt: skip
     cli = parser.parse_args()
+    if cli.merge:
+        return merge(cli.merge, Path(cli.output or "."))
     torch.set_num_threads(os.cpu_count() or 1)
     work = Path(cli.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -298,13 +343,9 @@ def main() -> None:
         report["seconds"] = round(time.perf_counter() - start, 1)
         report["load_end"] = report["tasks"][name]["load_after"]
         report["complete"] = name == cli.tasks[-1]
-        text = markdown(report)
         if cli.output:  # after every task, so a run cut short keeps what it measured
-            out = Path(cli.output)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "distillation_quality.json").write_text(json.dumps(report, indent=2) + "\n")
-            (out / "distillation_quality.md").write_text(text + "\n")
-    print(text)
+            write(report, Path(cli.output))
+    print(markdown(report))
 
 
 if __name__ == "__main__":
