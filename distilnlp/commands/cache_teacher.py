@@ -2,6 +2,8 @@
 
 Reads the same recipe as `distilnlp distill` (teacher, data, `teacher_cache`, `teacher_cache_backend`,
 `teacher_cache_top_k`) and writes the cache that `distill` then reads instead of running the teacher.
+The train split includes the `transfer_dataset` rows, if any. Under `accelerate launch` the processes split
+the work: each runs the teacher over its shard of every split (see `build_teacher_cache`).
 """
 
 from __future__ import annotations
