@@ -184,35 +184,55 @@ def run_task(task: Task, setups: list[Setup], cli, work: Path) -> dict:
     teacher_acc = float((test_logits.argmax(-1) == np.asarray(test["labels"])).mean())
     print(f"[{task.name}] teacher test accuracy {teacher_acc:.4f} (n={len(test)})", flush=True)
 
-    runs, details = {}, {}
-    for setup in setups:
-        for seed in cli.seeds:
-            result = run_setup(setup, seed, teacher, tokenizer, train_sets[setup.transfer], test, work, cli)
-            runs.setdefault(setup.name, []).append(result["accuracy"])
-            details.setdefault(setup.name, []).append(result)
-            print(f"[{task.name}] {setup.name} seed {seed}: {result}", flush=True)
     table = {}
     for setup in setups:
-        mean, std = mean_std(runs[setup.name])
         table[setup.name] = {
             "description": setup.description, "args": setup.args, "transfer_multiple": setup.transfer,
-            "train_rows": len(train_sets[setup.transfer]), "accuracy_per_seed": runs[setup.name],
-            "accuracy_mean": round(mean, 4), "accuracy_std": round(std, 4),
-            "retention": round(mean / teacher_acc, 4), "runs": details[setup.name],
+            "distill": setup.distill, "train_rows": len(train_sets[setup.transfer]), "runs": [],
         }  # fmt: skip
-        if setup.name != BASELINE:
-            table[setup.name]["gain_over_baseline"] = compare(runs, BASELINE, setup.name)
-    for setup in setups:  # the same recipe with and without the transfer set
-        twin = next((s for s in setups if s.transfer == 0 and s.args == setup.args and s.distill), None)
-        if setup.transfer and twin is not None:
-            table[setup.name]["gain_over_same_recipe_without_transfer"] = compare(runs, twin.name, setup.name)
-    return {
+        for seed in cli.seeds:
+            result = run_setup(setup, seed, teacher, tokenizer, train_sets[setup.transfer], test, work, cli)
+            table[setup.name]["runs"].append({"seed": seed, **result})
+            print(f"[{task.name}] {setup.name} seed {seed}: {result}", flush=True)
+    result = {
         "task": dataclasses.asdict(task), "labels": names, "test_size": len(test),
         "labelled_rows": len(labelled), "transfer_rows": len(full) - len(labelled),
         "teacher_accuracy": round(teacher_acc, 4), "teacher_seconds": round(teacher_seconds, 1),
         "teacher_cache_seconds": round(cache_seconds, 1), "setups": table,
         "seconds": round(time.perf_counter() - start, 1),
     }  # fmt: skip
+    return summarise(result)
+
+
+def summarise(task: dict) -> dict:
+    """Mean ± std, retention and paired gains of every setup, from its per-seed runs (sorted by seed)."""
+    table = task["setups"]
+    runs = {}
+    for name, row in table.items():
+        row["runs"] = sorted(row["runs"], key=lambda run: run["seed"])
+        runs[name] = [run["accuracy"] for run in row["runs"]]
+        mean, std = mean_std(runs[name])
+        row |= {
+            "seeds": [run["seed"] for run in row["runs"]], "accuracy_per_seed": runs[name],
+            "accuracy_mean": round(mean, 4), "accuracy_std": round(std, 4),
+            "retention": round(mean / task["teacher_accuracy"], 4),
+        }  # fmt: skip
+        if name != BASELINE:
+            row["gain_over_baseline"] = compare(runs, BASELINE, name)
+    for name, row in table.items():  # the same recipe with and without the transfer set
+        twin = next(
+            (
+                n
+                for n, r in table.items()
+                if r["transfer_multiple"] == 0
+                and r["args"] == row["args"]
+                and r.get("distill", n != BASELINE)
+            ),
+            None,
+        )
+        if row["transfer_multiple"] and twin is not None:
+            row["gain_over_same_recipe_without_transfer"] = compare(runs, twin, name)
+    return task
 
 
 def markdown(report: dict) -> str:
@@ -224,8 +244,11 @@ def markdown(report: dict) -> str:
     ]  # fmt: skip
     if len(report.get("runs", [])) > 1:
         lines += [
-            f"The tasks ran as {len(report['runs'])} processes side by side (`--tasks`, then `--merge`): "
-            + "; ".join(f"{r['seconds'] / 60:.1f} min (load {r['load_start']} -> {r['load_end']})" for r in report["runs"])
+            f"Ran as {len(report['runs'])} processes side by side (`--tasks` / `--seeds`, then `--merge`): "
+            + "; ".join(
+                f"{','.join(r['tasks'])} seeds {r['seeds']}: {r['seconds'] / 60:.1f} min (load {r['load_start']} -> "
+                f"{r['load_end']})" for r in report["runs"]
+            )
             + ".", "",
         ]  # fmt: skip
     for name, task in report["tasks"].items():
@@ -279,12 +302,29 @@ def write(report: dict, out: Path) -> str:
 
 
 def merge(paths: list[str], out: Path) -> None:
-    """One report from runs of different tasks that ran side by side (same settings otherwise)."""
+    """One report from runs that ran side by side: different --tasks, or the same task with different
+    --seeds (same settings otherwise; a task's teacher is the same folder in every run)."""
     reports = [json.loads(Path(p).read_text()) for p in paths]
-    merged = dict(reports[0], tasks={}, runs=[])
+    merged = dict(reports[0], tasks={}, runs=[], seeds=sorted({s for r in reports for s in r["seeds"]}))
     for report in reports:
-        merged["tasks"] |= report["tasks"]
-        merged["runs"].append({k: report[k] for k in ("command", "seconds", "load_start", "load_end")})
+        merged["runs"].append(
+            {k: report.get(k) for k in ("command", "seeds", "seconds", "load_start", "load_end")}
+            | {"tasks": list(report["tasks"])}
+        )
+        for name, task in report["tasks"].items():
+            for row in task["setups"].values():  # reports written before runs recorded their seed
+                for run, seed in zip(row["runs"], report["seeds"], strict=True):
+                    run.setdefault("seed", seed)
+            if name not in merged["tasks"]:
+                merged["tasks"][name] = task
+                continue
+            into = merged["tasks"][name]
+            if into["teacher_accuracy"] != task["teacher_accuracy"]:
+                raise ValueError(f"The reports of {name} have different teachers; cannot merge them.")
+            for setup, row in task["setups"].items():
+                into["setups"][setup]["runs"] += row["runs"]
+            into["seconds"] = max(into["seconds"], task["seconds"])
+    merged["tasks"] = {name: summarise(task) for name, task in merged["tasks"].items()}
     merged["seconds"] = max(r["seconds"] for r in reports)  # they ran at the same time
     merged["complete"] = all(r.get("complete") for r in reports)
     print(write(merged, out))
