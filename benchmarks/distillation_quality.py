@@ -235,6 +235,10 @@ def summarise(task: dict) -> dict:
     return task
 
 
+def _secs(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value / 60:.1f} min"
+
+
 def markdown(report: dict) -> str:
     lines = [
         "# Distillation quality (2-layer MiniLM students, BBC News hard tasks)", "",
@@ -256,9 +260,10 @@ def markdown(report: dict) -> str:
             f"## {name}", "",
             f"{task['labelled_rows']} labelled training rows; test set {task['test_size']} examples; teacher "
             f"(6-layer MiniLM, fine-tuned on the labelled rows) test accuracy **{task['teacher_accuracy']:.4f}**. "
-            f"Teacher fine-tune {task['teacher_seconds']:.0f} s, teacher cache over {task['labelled_rows'] + task['transfer_rows']}"
-            f" train + {task['test_size']} test rows {task['teacher_cache_seconds']:.0f} s; task total "
-            f"{task['seconds'] / 60:.1f} min.",
+            f"Teacher fine-tune {_secs(task['teacher_seconds'])}, teacher cache over "
+            f"{task['labelled_rows'] + task['transfer_rows']} train + {task['test_size']} test rows "
+            f"{_secs(task['teacher_cache_seconds'])}; task total {_secs(task['seconds'])}."
+            + (f" **Incomplete:** {task['note']}" if task.get("note") else ""),
             "", "| setup | train rows | test accuracy (mean ± std) | kept | paired gain vs hard labels | > 2 std |",
             "|---|---|---|---|---|---|",
         ]  # fmt: skip
