@@ -2,6 +2,8 @@
 
 Reads the same recipe as `distilnlp distill` (teacher, data, `teacher_cache`, `teacher_cache_backend`,
 `teacher_cache_top_k`) and writes the cache that `distill` then reads instead of running the teacher.
+The train split includes the `transfer_dataset` rows, if any. Under `accelerate launch` the processes split
+the work: each runs the teacher over its shard of every split (see `build_teacher_cache`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def cache_teacher(
     teachers = distill_args.teachers  # several folders: an ensemble, each teacher's logits are cached
     teacher = teachers if len(teachers) > 1 else teachers[0]
     tokenizer = AutoTokenizer.from_pretrained(teachers[0], trust_remote_code=distill_args.trust_remote_code)
-    _, tokenized, _ = prepare_data(data_args, tokenizer)
+    _, tokenized, _ = prepare_data(data_args, tokenizer, with_transfer=True)
     splits = {name: tokenized[name] for name in CACHED_SPLITS}
     try:
         if not (Path(args.teacher_cache) / METADATA_FILE).exists():

@@ -19,7 +19,16 @@ from transformers import (
 
 from ..artifacts import DISTILL_RESULTS_FILE, FINETUNE_RESULTS_FILE
 from ..checkpoints import ResumePlan, RunSettingsCallback, plan_resume, run_settings
-from ..data import DataArguments, label_names, labeled_subset, load_task_data, tokenize_task_data
+from ..data import (
+    DataArguments,
+    add_transfer_rows,
+    label_names,
+    labeled_subset,
+    load_task_data,
+    load_transfer_texts,
+    tokenize_task_data,
+    tokenize_transfer,
+)
 from ..metrics import compute_classification_metrics
 from ..run_lock import output_dir_lock
 from ..student import create_random_student, create_student
@@ -35,10 +44,23 @@ logger = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def prepare_data(data_args: DataArguments, tokenizer) -> tuple:
-    """(raw splits, tokenized splits, label names)."""
+def prepare_data(data_args: DataArguments, tokenizer, with_transfer: bool = False) -> tuple:
+    """(raw splits, tokenized splits, label names); with `with_transfer`, the tokenized train split also
+    holds the rows of `data_args.transfer_dataset` (label -100) after the labelled ones."""
     raw = load_task_data(data_args)
-    return raw, tokenize_task_data(raw, tokenizer, data_args), label_names(raw)
+    tokenized = tokenize_task_data(raw, tokenizer, data_args)
+    if with_transfer and data_args.transfer_dataset:
+        texts = load_transfer_texts(
+            data_args.transfer_dataset,
+            data_args.transfer_text_column,
+            data_args.transfer_window,
+            data_args.max_transfer_samples,
+            data_args.split_seed,
+        )
+        labels_feature = tokenized["train"].features["labels"]
+        rows = tokenize_transfer(texts, tokenizer, data_args.max_length, labels_feature)
+        tokenized["train"] = add_transfer_rows(tokenized["train"], rows)
+    return raw, tokenized, label_names(raw)
 
 
 def task_trainer_kwargs(tokenized, tokenizer) -> dict:
@@ -201,7 +223,7 @@ def load_teacher_and_data(
                 f"The teacher {folder} has another tokenizer than {distill_args.teachers[0]}: every teacher "
                 "must read the same token ids (fine-tune them all from the same base model)."
             )
-    _, tokenized, names = prepare_data(data_args, tokenizer)
+    _, tokenized, names = prepare_data(data_args, tokenizer, with_transfer=True)
     for folder, teacher in zip(distill_args.teachers, teachers, strict=True):
         if teacher.config.num_labels != len(names):
             raise ValueError(

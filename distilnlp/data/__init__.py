@@ -1,5 +1,6 @@
 """Task data: where it comes from (`sources`), and how it is split, encoded and tokenized (`task`)."""
 
+from .bbc_tasks import BBC_NEWS_SENTENCES, BBC_NEWS_WINDOWS, BBC_TASKS, load_bbc_task
 from .soft_labels import SoftLabelError, SoftLabels, read_soft_labels
 from .sources import BBC_NEWS, SPLITS, load_bbc_news
 from .task import (
@@ -12,20 +13,29 @@ from .task import (
     tokenize_task_data,
 )
 from .teacher_inputs import TeacherInputsCollator
+from .transfer import add_transfer_rows, load_transfer_texts, tokenize_transfer, window_texts
 
 __all__ = [
     "BBC_NEWS",
+    "BBC_NEWS_SENTENCES",
+    "BBC_NEWS_WINDOWS",
+    "BBC_TASKS",
     "SPLITS",
     "UNLABELED",
     "SoftLabelError",
     "SoftLabels",
     "TeacherInputsCollator",
+    "add_transfer_rows",
     "DataArguments",
     "hide_labels",
     "label_names",
     "labeled_subset",
     "load_bbc_news",
+    "load_bbc_task",
     "load_task_data",
     "read_soft_labels",
+    "load_transfer_texts",
     "tokenize_task_data",
+    "tokenize_transfer",
+    "window_texts",
 ]

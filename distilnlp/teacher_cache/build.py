@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,6 +37,33 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------- build
+
+
+def _process_group() -> tuple[int, int, Callable[[], None]]:
+    """(rank, world size, barrier) of the `accelerate launch` processes; (0, 1, no-op) in a single process."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.process_index, state.num_processes, state.wait_for_everyone
+
+
+def shard_name(rank: int, world: int) -> str:
+    return f"shard-{rank:05d}-of-{world:05d}"
+
+
+def _merge_shard_records(records: list[dict]) -> dict:
+    masses = [r["topk_mass"] for r in records if r["topk_mass"] is not None]
+    rows = [r["rows"] for r in records]
+    mass = None
+    if masses:
+        mean = sum(m["mean"] * n for m, n in zip(masses, rows, strict=True)) / max(1, sum(rows))
+        mass = {"mean": mean, "min": min(m["min"] for m in masses)}
+    return {
+        # Shards run side by side: the wall time of a split is that of its slowest shard.
+        "seconds": max(r["seconds"] for r in records),
+        "fp32_reruns": sum(r["fp32_reruns"] for r in records),
+        "topk_mass": mass,
+    }
 
 
 def build_teacher_cache(

@@ -50,26 +50,35 @@ class TeacherRun:
     fp32_reruns: int = 0  # onnx-int8 only: examples re-run in fp32 because their int8 margin was small
 
 
-def _batches(dataset: Dataset, batch_size: int, pad_id: int):
-    """(row indices, right-padded int64 numpy inputs) in longest-first batches."""
+def _batches(dataset: Dataset, batch_size: int, pad_id: int, chunk_batches: int = 64):
+    """(row indices, right-padded int64 numpy inputs) in longest-first batches.
+
+    Rows are read `chunk_batches * batch_size` at a time (memory-mapped Arrow), sorted by length within the
+    chunk, so a dataset larger than memory streams from disk.
+    """
     columns = [c for c in MODEL_INPUT_COLUMNS if c in dataset.column_names]
-    rows = dataset.select_columns(columns).with_format("numpy")[:]  # ragged columns: object arrays
-    lengths = np.array([len(ids) for ids in rows["input_ids"]])
-    order = np.argsort(-lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        width = int(lengths[index].max())
-        batch = {}
-        for column in columns:
-            fill = pad_id if column == "input_ids" else 0
-            out = np.full((len(index), width), fill, dtype=np.int64)
-            for row, i in enumerate(index):
-                values = rows[column][i]
-                out[row, : len(values)] = values
-            batch[column] = out
-        if "attention_mask" not in batch:
-            batch["attention_mask"] = (np.arange(width)[None, :] < lengths[index][:, None]).astype(np.int64)
-        yield index, batch
+    view = dataset.select_columns(columns).with_format("numpy")
+    chunk = chunk_batches * batch_size
+    for offset in range(0, len(dataset), chunk):
+        rows = view[offset : offset + chunk]  # ragged columns: object arrays
+        lengths = np.array([len(ids) for ids in rows["input_ids"]])
+        order = np.argsort(-lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            width = int(lengths[index].max())
+            batch = {}
+            for column in columns:
+                fill = pad_id if column == "input_ids" else 0
+                out = np.full((len(index), width), fill, dtype=np.int64)
+                for row, i in enumerate(index):
+                    values = rows[column][i]
+                    out[row, : len(values)] = values
+                batch[column] = out
+            if "attention_mask" not in batch:
+                batch["attention_mask"] = (np.arange(width)[None, :] < lengths[index][:, None]).astype(
+                    np.int64
+                )
+            yield offset + index, batch
 
 
 def _run(dataset: Dataset, batch_size: int, pad_id: int, forward) -> np.ndarray:

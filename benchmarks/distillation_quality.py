@@ -1,0 +1,397 @@
+"""Distillation quality on hard BBC News tasks: does a distilled 2-layer student beat plain fine-tuning?
+
+One command, per task in `TASKS`:
+
+1. the first `labelled` training units of the task (`--dataset T --max_train_samples N`) and, as unlabelled
+   transfer text, units of the task's transfer articles (`--transfer_dataset T`: articles in none of the
+   labelled splits, so never a test article), through the same data path as `distilnlp distill`;
+2. the packaged MiniLM teacher fine-tuned once on the labelled units (kept under `--work_dir`, reused);
+3. the teacher's logits over every training set, cached once (`build_teacher_cache`; the teacher never runs
+   during student training);
+4. every setup in `SETUPS` (a 2-layer `create_student` copy of the teacher) over `--seeds`, scored on the
+   test split: mean ± std, retention of the teacher's accuracy, and the per-seed paired gain over the
+   hard-label baseline (same seed = same data order and dropout draws).
+
+A new setup is one `Setup(...)` line in `SETUPS`; its `args` are `DistillationTrainingArguments` fields, and a
+setup whose fields this distilnlp lacks is reported as skipped.
+
+    python benchmarks/distillation_quality.py --output benchmarks/results      # full run
+    python benchmarks/distillation_quality.py --seeds 0 --tasks bbc_news_sentences   # quick sizing run
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import concatenate_datasets
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
+
+from distilnlp import DistillationTrainer, DistillationTrainingArguments, create_student
+from distilnlp.commands.stages import evaluate_on, prepare_data, resolve_model_path
+from distilnlp.data import DataArguments
+from distilnlp.teacher_cache import build_teacher_cache
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # a `--dataset` name
+    labelled: int  # labelled training rows
+    test: int  # test rows scored (first N of the shuffled test split)
+    transfer_window: int | None = None  # --transfer_window (unset: the task's own units)
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    description: str
+    args: dict = field(default_factory=dict)  # DistillationTrainingArguments fields
+    transfer: int = 0  # transfer rows as a multiple of the labelled rows
+    distill: bool = True  # False: a plain `transformers.Trainer` fine-tune (hard labels only)
+
+
+TASKS = {
+    "bbc_news_sentences": Task("bbc_news_sentences", labelled=512, test=1500),
+    "bbc_news_windows": Task("bbc_news_windows", labelled=512, test=1500),
+}
+KD = {"alpha": 0.9, "temperature": 2.0}
+SETUPS = [
+    Setup("hard_labels", "plain fine-tuning of the 2-layer student (transformers.Trainer)", distill=False),
+    Setup("logit_kd", "logit distillation on the labelled rows (alpha 0.9, T 2)", KD),
+    Setup("logit_kd_transfer4x", "logit distillation + transfer set 4x the labelled rows", KD, transfer=4),
+]
+BASELINE = "hard_labels"
+MAX_LENGTH = 64
+
+
+def task_data(task: Task, seed: int, transfer_multiple: int, tokenizer):
+    """(labelled train rows, labelled + transfer rows, test rows, label names), tokenized, through the same
+    data path as `distilnlp distill --dataset T --transfer_dataset T` (T's transfer articles: none of them
+    in a labelled split)."""
+    data_args = DataArguments(
+        dataset=task.name, split_seed=seed, max_length=MAX_LENGTH, max_train_samples=task.labelled,
+        max_eval_samples=task.test, transfer_dataset=task.name if transfer_multiple else None,
+        transfer_window=task.transfer_window, max_transfer_samples=transfer_multiple * task.labelled or None,
+    )  # fmt: skip
+    _, tokenized, names = prepare_data(data_args, tokenizer, with_transfer=True)
+    train = tokenized["train"]
+    return train.select(range(task.labelled)), train, tokenized["test"], names
+
+
+def finetune_teacher(task: Task, train, tokenizer, names, work: Path, cli) -> Path:
+    """The packaged MiniLM fine-tuned on the labelled rows, once (reused from `work` when there)."""
+    folder = work / f"{task.name}-{task.labelled}-teacher-{cli.teacher_epochs}ep"
+    if (folder / "model.safetensors").exists():
+        return folder
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model_path("minilm"), num_labels=len(names), ignore_mismatched_sizes=True
+    )
+    args = TrainingArguments(
+        output_dir=str(folder), num_train_epochs=cli.teacher_epochs, learning_rate=5e-5, warmup_ratio=0.1,
+        per_device_train_batch_size=32, save_strategy="no", report_to="none", use_cpu=True,
+        disable_tqdm=True, logging_steps=50, seed=0,
+    )  # fmt: skip
+    Trainer(
+        model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer)
+    ).train()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def run_setup(setup: Setup, seed: int, teacher, tokenizer, train, test, work: Path, cli) -> dict:
+    torch.manual_seed(seed)
+    student = create_student(teacher, 2)
+    common = dict(
+        output_dir=str(work / f"run-{setup.name}-{seed}"), num_train_epochs=cli.epochs,
+        learning_rate=cli.learning_rate, warmup_ratio=0.1, weight_decay=0.01, per_device_train_batch_size=32,
+        per_device_eval_batch_size=128, save_strategy="no", report_to="none", use_cpu=True,
+        disable_tqdm=True, logging_steps=100, seed=seed, data_seed=seed,
+    )  # fmt: skip
+    start = time.perf_counter()
+    collator = DataCollatorWithPadding(tokenizer)
+    if setup.distill:
+        args = DistillationTrainingArguments(**common, **setup.args)
+        trainer = DistillationTrainer(model=student, args=args, train_dataset=train, data_collator=collator)
+    else:
+        plain = train.remove_columns([c for c in train.column_names if c.startswith("teacher_")])
+        trainer = Trainer(
+            model=student, args=TrainingArguments(**common), train_dataset=plain, data_collator=collator
+        )
+    trainer.train()
+    seconds = time.perf_counter() - start
+    scores = evaluate_on(student, test, tokenizer, trainer.args, "test")
+    return {
+        "accuracy": scores["test_accuracy"],
+        "steps": trainer.state.global_step,
+        "seconds": round(seconds, 1),
+    }
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def compare(runs: dict, base: str, name: str) -> dict:
+    diffs = [a - b for a, b in zip(runs[name], runs[base], strict=True)]
+    gain, gain_std = mean_std(diffs)
+    spread = max(mean_std(runs[name])[1], mean_std(runs[base])[1])
+    return {
+        "against": base, "per_seed": [round(d, 4) for d in diffs], "mean": round(gain, 4),
+        "std": round(gain_std, 4), "seed_spread_std": round(spread, 4),
+        "gain_over_2_std": bool(gain > 2 * spread), "paired_gain_over_2_std": bool(gain > 2 * gain_std),
+    }  # fmt: skip
+
+
+def run_task(task: Task, setups: list[Setup], cli, work: Path) -> dict:
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
+    largest = max(s.transfer for s in setups)
+    labelled, full, test, names = task_data(task, cli.split_seed, largest, tokenizer)
+    teacher_dir = finetune_teacher(task, labelled, tokenizer, names, work, cli)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    teacher_seconds = time.perf_counter() - start
+    cache_start = time.perf_counter()
+    # One teacher pass over labelled + transfer rows and the test rows; smaller transfer multiples and the
+    # labelled rows alone are prefixes of the first split, so they take a prefix of its cached logits.
+    cache = build_teacher_cache(
+        work / f"{task.name}-cache", teacher_dir, {"train": full, "test": test},
+        tokenizer=tokenizer, max_length=MAX_LENGTH, backend=cli.cache_backend,
+    )  # fmt: skip
+    cache_seconds = time.perf_counter() - cache_start
+    logits = cache.logits("train")
+    train_sets = {}
+    for m in {s.transfer for s in setups}:
+        rows = range(task.labelled * (1 + m))
+        train_sets[m] = concatenate_datasets([full.select(rows), logits.select(rows)], axis=1)
+    # The teacher's test accuracy from its cached (ONNX Runtime fp32, = PyTorch to ~1e-6) test logits.
+    test_logits = np.asarray(cache.logits("test")["teacher_logits"])
+    teacher_acc = float((test_logits.argmax(-1) == np.asarray(test["labels"])).mean())
+    print(f"[{task.name}] teacher test accuracy {teacher_acc:.4f} (n={len(test)})", flush=True)
+
+    table = {}
+    for setup in setups:
+        table[setup.name] = {
+            "description": setup.description, "args": setup.args, "transfer_multiple": setup.transfer,
+            "distill": setup.distill, "train_rows": len(train_sets[setup.transfer]), "runs": [],
+        }  # fmt: skip
+        for seed in cli.seeds:
+            result = run_setup(setup, seed, teacher, tokenizer, train_sets[setup.transfer], test, work, cli)
+            table[setup.name]["runs"].append({"seed": seed, **result})
+            print(f"[{task.name}] {setup.name} seed {seed}: {result}", flush=True)
+    result = {
+        "task": dataclasses.asdict(task), "labels": names, "test_size": len(test),
+        "labelled_rows": len(labelled), "transfer_rows": len(full) - len(labelled),
+        "teacher_accuracy": round(teacher_acc, 4), "teacher_seconds": round(teacher_seconds, 1),
+        "teacher_cache_seconds": round(cache_seconds, 1), "setups": table,
+        "seconds": round(time.perf_counter() - start, 1),
+    }  # fmt: skip
+    return summarise(result)
+
+
+def summarise(task: dict) -> dict:
+    """Mean ± std, retention and paired gains of every setup, from its per-seed runs (sorted by seed)."""
+    table = task["setups"]
+    runs = {}
+    for name, row in table.items():
+        row["runs"] = sorted(row["runs"], key=lambda run: run["seed"])
+        runs[name] = [run["accuracy"] for run in row["runs"]]
+        mean, std = mean_std(runs[name])
+        row |= {
+            "seeds": [run["seed"] for run in row["runs"]], "accuracy_per_seed": runs[name],
+            "accuracy_mean": round(mean, 4), "accuracy_std": round(std, 4),
+            "retention": round(mean / task["teacher_accuracy"], 4),
+        }  # fmt: skip
+        if name != BASELINE:
+            row["gain_over_baseline"] = compare(runs, BASELINE, name)
+    for name, row in table.items():  # the same recipe with and without the transfer set
+        twin = next(
+            (
+                n
+                for n, r in table.items()
+                if r["transfer_multiple"] == 0
+                and r["args"] == row["args"]
+                and r.get("distill", n != BASELINE)
+            ),
+            None,
+        )
+        if row["transfer_multiple"] and twin is not None:
+            row["gain_over_same_recipe_without_transfer"] = compare(runs, twin, name)
+    return task
+
+
+def _secs(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value / 60:.1f} min"
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# Distillation quality (2-layer MiniLM students, BBC News hard tasks)", "",
+        f"Seeds {report['seeds']}, {report['epochs']} epochs, batch 32, lr {report['learning_rate']}, max_length "
+        f"{MAX_LENGTH}; total {report['seconds'] / 60:.1f} min on {os.cpu_count()} cores (load average at start "
+        f"{report['load_start']}, at end {report['load_end']}; 1, 5 and 15-minute averages).", "",
+    ]  # fmt: skip
+    if len(report.get("runs", [])) > 1:
+        lines += [
+            f"Ran as {len(report['runs'])} processes side by side (`--tasks` / `--seeds`, then `--merge`): "
+            + "; ".join(
+                f"{','.join(r['tasks'])} seeds {r['seeds']}: {r['seconds'] / 60:.1f} min (load {r['load_start']} -> "
+                f"{r['load_end']})" for r in report["runs"]
+            )
+            + ".", "",
+        ]  # fmt: skip
+    for name, task in report["tasks"].items():
+        lines += [
+            f"## {name}", "",
+            f"{task['labelled_rows']} labelled training rows; test set {task['test_size']} examples; teacher "
+            f"(6-layer MiniLM, fine-tuned on the labelled rows) test accuracy **{task['teacher_accuracy']:.4f}**. "
+            f"Teacher fine-tune {_secs(task['teacher_seconds'])}, teacher cache over "
+            f"{task['labelled_rows'] + task['transfer_rows']} train + {task['test_size']} test rows "
+            f"{_secs(task['teacher_cache_seconds'])}; task total {_secs(task['seconds'])}."
+            + (f" **Incomplete:** {task['note']}" if task.get("note") else ""),
+            "", "| setup | train rows | test accuracy (mean ± std) | kept | paired gain vs hard labels | > 2 std |",
+            "|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for setup_name, row in task["setups"].items():
+            gain = row.get("gain_over_baseline")
+            gain_text = f"{gain['mean'] * 100:+.2f} ± {gain['std'] * 100:.2f} pts" if gain else "-"
+            verdict = ("yes" if gain["gain_over_2_std"] else "no") if gain else "-"
+            lines.append(
+                f"| {setup_name} | {row['train_rows']} | {row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} | "
+                f"{row['retention'] * 100:.1f}% | {gain_text} | {verdict} |"
+            )
+        distilled = {n: r for n, r in task["setups"].items() if n != BASELINE}
+        if distilled:
+            best_name, best = max(distilled.items(), key=lambda item: item[1]["accuracy_mean"])
+            gain = best["gain_over_baseline"]
+            lines.append(
+                f"\nBest distilled setup: **{best_name}**, keeps {best['retention'] * 100:.1f}% of the teacher "
+                f"(target >= 99%: {'met' if best['retention'] >= 0.99 else 'not met'}); gain over hard labels "
+                f"{gain['mean'] * 100:+.2f} pts vs 2 x seed spread {2 * gain['seed_spread_std'] * 100:.2f} pts "
+                f"(target: {'met' if gain['gain_over_2_std'] else 'not met'})."
+            )
+        for setup_name, row in task["setups"].items():
+            same = row.get("gain_over_same_recipe_without_transfer")
+            if same:
+                lines.append(
+                    f"\n{setup_name} vs {same['against']} (same recipe without the transfer set): "
+                    f"{same['mean'] * 100:+.2f} ± {same['std'] * 100:.2f} pts per seed ({same['per_seed']})."
+                )
+        lines.append("")
+    if report["skipped"]:
+        lines += ["Skipped setups (fields missing in this distilnlp): " + ", ".join(report["skipped"]), ""]
+    return "\n".join(lines)
+
+
+def write(report: dict, out: Path) -> str:
+    text = markdown(report)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distillation_quality.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "distillation_quality.md").write_text(text + "\n")
+    return text
+
+
+def merge(paths: list[str], out: Path) -> None:
+    """One report from runs that ran side by side: different --tasks, or the same task with different
+    --seeds (same settings otherwise; a task's teacher is the same folder in every run)."""
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    merged = dict(reports[0], tasks={}, runs=[], seeds=sorted({s for r in reports for s in r["seeds"]}))
+    for report in reports:
+        merged["runs"].append(
+            {k: report.get(k) for k in ("command", "seeds", "seconds", "load_start", "load_end")}
+            | {"tasks": list(report["tasks"])}
+        )
+        for name, task in report["tasks"].items():
+            for row in task["setups"].values():  # reports written before runs recorded their seed
+                for run, seed in zip(row["runs"], report["seeds"], strict=True):
+                    run.setdefault("seed", seed)
+            if name not in merged["tasks"]:
+                merged["tasks"][name] = task
+                continue
+            into = merged["tasks"][name]
+            if into["teacher_accuracy"] != task["teacher_accuracy"]:
+                raise ValueError(f"The reports of {name} have different teachers; cannot merge them.")
+            for setup, row in task["setups"].items():
+                into["setups"][setup]["runs"] += row["runs"]
+            into["seconds"] = max(into["seconds"], task["seconds"])
+    merged["tasks"] = {name: summarise(task) for name, task in merged["tasks"].items()}
+    merged["seconds"] = max(r["seconds"] for r in reports)  # they ran at the same time
+    merged["complete"] = all(r.get("complete") for r in reports)
+    print(write(merged, out))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--setups", nargs="+", default=[s.name for s in SETUPS])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--teacher_epochs", type=float, default=2.0)
+    parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--labelled", type=int, default=None, help="labelled rows per task (default: TASKS')")
+    parser.add_argument("--test_size", type=int, default=None, help="test rows per task (default: TASKS')")
+    parser.add_argument("--split_seed", type=int, default=42)
+    parser.add_argument("--cache_backend", default="onnx")
+    parser.add_argument("--work_dir", default="runs/distillation_quality")
+    parser.add_argument("--output", default=None, help="folder for distillation_quality.json / .md")
+    parser.add_argument(
+        "--merge", nargs="+", default=None,
+        help="instead of running: merge these reports (runs of different --tasks) into --output",
+    )  # fmt: skip
+    cli = parser.parse_args()
+    if cli.merge:
+        return merge(cli.merge, Path(cli.output or "."))
+    torch.set_num_threads(os.cpu_count() or 1)
+    work = Path(cli.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    fields = {f.name for f in dataclasses.fields(DistillationTrainingArguments)}
+    chosen = [s for s in SETUPS if s.name in cli.setups]
+    skipped = [s.name for s in chosen if set(s.args) - fields]
+    setups = [s for s in chosen if s.name not in skipped]
+    if BASELINE not in {s.name for s in setups}:
+        parser.error(f"the setups must include the baseline {BASELINE!r}")
+    start, load_start = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
+    report = {
+        "seeds": cli.seeds, "epochs": cli.epochs, "teacher_epochs": cli.teacher_epochs,
+        "learning_rate": cli.learning_rate, "max_length": MAX_LENGTH, "batch_size": 32,
+        "cache_backend": cli.cache_backend, "skipped": skipped, "load_start": load_start, "tasks": {},
+    }  # fmt: skip
+    report["command"] = "python benchmarks/distillation_quality.py " + " ".join(
+        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(cli).items()
+        if v is not None
+    )
+    for name in cli.tasks:
+        task = TASKS[name]
+        task = dataclasses.replace(
+            task, labelled=cli.labelled or task.labelled, test=cli.test_size or task.test
+        )
+        report["tasks"][name] = run_task(task, setups, cli, work)
+        report["tasks"][name]["load_after"] = [round(x, 2) for x in os.getloadavg()]
+        report["seconds"] = round(time.perf_counter() - start, 1)
+        report["load_end"] = report["tasks"][name]["load_after"]
+        report["complete"] = name == cli.tasks[-1]
+        if cli.output:  # after every task, so a run cut short keeps what it measured
+            write(report, Path(cli.output))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
