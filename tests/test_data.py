@@ -242,7 +242,9 @@ def test_directory_without_train_file(tmp_path):
 def test_unreachable_hub_name():
     # HF_HUB_OFFLINE=1: a bare name is neither a local path nor loadable from the Hub
     with pytest.raises(
-        ValueError, match=r"'no_such_dataset_xyz' is neither 'bbc_news', an existing local file"
+        ValueError,
+        match=r"'no_such_dataset_xyz' is neither 'bbc_news', one of bbc_news_sentences, bbc_news_windows, an "
+        "existing local file",
     ):
         _load("no_such_dataset_xyz")
 
