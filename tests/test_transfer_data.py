@@ -193,16 +193,15 @@ def test_transfer_rows_join_training_unlabelled_and_never_add_hard_loss(tmp_path
 def test_recommended_recipes_parse(task, tmp_path):
     from pathlib import Path
 
-    from transformers import TrainingArguments
-
     from distilnlp import DistillationTrainingArguments
     from distilnlp.commands.config import parse_config
     from distilnlp.commands.stages import DistillArguments, FinetuneArguments
+    from distilnlp.training_args import StageTrainingArguments
 
     recipes = Path(__file__).parent.parent / "recipes"
     out = ["--output_dir", str(tmp_path)]
     _, teacher_data, _ = parse_config(
-        (FinetuneArguments, DataArguments, TrainingArguments),
+        (FinetuneArguments, DataArguments, StageTrainingArguments),
         [str(recipes / f"finetune_bbc_news_{task}.yaml"), *out],
     )
     distill_args, data, args = parse_config(
