@@ -10,13 +10,12 @@ from pathlib import Path
 from datasets import DatasetDict
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from ..artifacts import DISTILL_RESULTS_FILE, SOFT_LABEL_CACHE_DIR
+from ..artifacts import SOFT_LABEL_CACHE_DIR
 from ..checkpoints import ResumePlan, RunSettingsCallback
 from ..data import DataArguments, load_task_data, read_soft_labels, tokenize_task_data
 from ..data.teacher_inputs import TeacherInputsCollator, tokenizers_differ
 from ..teacher_cache import build_soft_label_cache
 from ..teacher_cache.fingerprint import tokenizer_fingerprint
-from ..trainer import DistillationTrainer
 from ..training_args import DistillationTrainingArguments
 from .stages import (
     DistillArguments,
@@ -25,8 +24,9 @@ from .stages import (
     load_student,
     prepare_data,
     resolve_model_path,
+    save_student,
     task_trainer_kwargs,
-    write_json,
+    train_student,
 )
 
 logger = logging.getLogger(__name__)
@@ -143,16 +143,9 @@ def distill_from_soft_labels(
     )
     args.teacher_cache = cache_dir  # the trainer reads the soft labels as it reads any teacher cache
     student = load_student(distill_args, dict(enumerate(names)), None)
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=None,
-        args=args,
-        callbacks=[run_settings],
-        **task_trainer_kwargs(tokenized, tokenizer),
+    trainer = train_student(
+        student, None, args, plan, run_settings, task_trainer_kwargs(tokenized, tokenizer)
     )
-    trainer.changed_settings = plan.changes  # recorded in the model card
-    trainer.train(resume_from_checkpoint=plan.checkpoint)
-    trainer.save_state()
     results = {
         **evaluate_on(student, tokenized["test"], tokenizer, args, "student_test"),
         **trainer.distillation_summary(),
@@ -161,14 +154,4 @@ def distill_from_soft_labels(
         "soft_labels": cache.metadata["soft_labels"],
         "soft_label_coverage": {n: s["covered"] for n, s in cache.metadata["splits"].items()},
     }
-    trainer.model_card_scores = {
-        "student accuracy (test)": results["student_test_accuracy"],
-        "student macro-F1 (test)": results["student_test_f1"],
-    }
-    trainer.save_model()
-    trainer.create_model_card()
-    if trainer.is_world_process_zero():
-        write_json(Path(args.output_dir) / DISTILL_RESULTS_FILE, results)
-    if args.push_to_hub:
-        trainer.push_to_hub()
-    return results
+    return save_student(trainer, args, results)

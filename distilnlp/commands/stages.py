@@ -306,16 +306,7 @@ def _distill(distill_args, data_args, args, plan: ResumePlan, settings: dict) ->
     teacher, tokenizer, tokenized, names = load_teacher_and_data(distill_args, data_args, attn_implementation)
     student = build_student(distill_args, teacher, attn_implementation, args.feature_teacher)
     student_side = student_data(distill_args, data_args, tokenizer, tokenized)
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        callbacks=[run_settings],
-        **student_side.trainer_kwargs,
-    )
-    trainer.changed_settings = plan.changes  # recorded in the model card
-    trainer.train(resume_from_checkpoint=plan.checkpoint)
-    trainer.save_state()
+    trainer = train_student(student, teacher, args, plan, run_settings, student_side.trainer_kwargs)
 
     # teacher_test_* is the feature teacher; the others of an ensemble are teacher<i>_test_*.
     other_teachers = {}
@@ -331,11 +322,27 @@ def _distill(distill_args, data_args, args, plan: ResumePlan, settings: dict) ->
         "data": data_record(data_args),
         "cross_tokenizer": student_side.cross_tokenizer,
     }
+    return save_student(trainer, args, results)
+
+
+def train_student(student, teacher, args, plan: ResumePlan, run_settings, trainer_kwargs: dict):
+    """A `DistillationTrainer` trained from the plan's checkpoint (changed settings go into the card)."""
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args, callbacks=[run_settings], **trainer_kwargs
+    )
+    trainer.changed_settings = plan.changes  # recorded in the model card
+    trainer.train(resume_from_checkpoint=plan.checkpoint)
+    trainer.save_state()
+    return trainer
+
+
+def save_student(trainer: DistillationTrainer, args, results: dict) -> dict:
+    """Save the student with its model card (test scores of `results`) and results JSON; push if asked."""
     trainer.model_card_scores = {
-        "teacher accuracy (test)": results["teacher_test_accuracy"],
-        "student accuracy (test)": results["student_test_accuracy"],
-        "teacher macro-F1 (test)": results["teacher_test_f1"],
-        "student macro-F1 (test)": results["student_test_f1"],
+        f"{role} {metric} (test)": results[f"{role}_test_{key}"]
+        for role in ("teacher", "student")
+        for metric, key in (("accuracy", "accuracy"), ("macro-F1", "f1"))
+        if f"{role}_test_{key}" in results
     }
     trainer.save_model()
     trainer.create_model_card()
