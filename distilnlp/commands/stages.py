@@ -82,6 +82,7 @@ def evaluate_on(model: PreTrainedModel, dataset, tokenizer, args: TrainingArgume
         report_to="none",
         use_cpu=args.use_cpu,
         disable_tqdm=args.disable_tqdm,
+        dataloader_pin_memory=args.dataloader_pin_memory,  # off on CPU (StageTrainingArguments): no warning
     )
     trainer = Trainer(
         model=model,
