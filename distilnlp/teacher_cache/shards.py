@@ -22,15 +22,19 @@ from .format import TeacherCacheError
 
 def process_group() -> tuple[int, int, Callable[[], None]]:
     """(rank, world size, barrier) of the `accelerate launch` processes; (0, 1, no-op) in a single process."""
+    import torch
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        # One process: leave accelerate's shared state alone (a later Accelerator(cpu=True) must still work).
-        return 0, 1, lambda: None
-    from accelerate import PartialState
+    if not (dist.is_available() and dist.is_initialized()):
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            # One process: leave accelerate's shared state alone (a later Accelerator(cpu=True) must work).
+            return 0, 1, lambda: None
+        from accelerate import PartialState
 
-    state = PartialState()  # joins the process group `accelerate launch` set up (a no-op when it exists)
-    return state.process_index, state.num_processes, state.wait_for_everyone
+        # Join the group `accelerate launch` prepared; gloo without an accelerator, as the Trainer does
+        # (PartialState() alone would see no GPU and fall back to one process).
+        PartialState(cpu=not torch.accelerator.is_available())
+    return dist.get_rank(), dist.get_world_size(), dist.barrier
 
 
 def slice_bounds(rows: int, world: int, rank: int) -> tuple[int, int]:
