@@ -152,3 +152,39 @@ def test_two_process_cache_build_under_accelerate_launch_equals_one_process_buil
             ]
         np.testing.assert_allclose(np.asarray(two.logits("train")[LOGITS]), torch.stack(direct), atol=1e-5)
     assert not [p.name for p in (tmp_path / "two").iterdir() if p.name.startswith(".")]  # no staging left
+
+
+@pytest.mark.slow
+def test_cache_teacher_command_under_accelerate_launch_equals_one_process(tmp_path):
+    import os
+    import subprocess
+
+    from test_ddp import HERE, accelerate_launch
+    from tiny import save_tiny_model, write_topic_csv
+
+    from distilnlp.commands.cli import main
+
+    teacher = save_tiny_model(tmp_path / "teacher", num_labels=3)
+    data = write_topic_csv(tmp_path / "topics.csv", n=41)  # 33 training rows: slices of unequal length
+
+    def argv(cache):
+        return ["cache-teacher", "--teacher", str(teacher), "--dataset", str(data), "--max_length", "16",
+                "--teacher_cache", str(cache), "--teacher_cache_batch_size", "4", "--output_dir",
+                str(tmp_path / "out"), "--use_cpu", "true", "--report_to", "none"]  # fmt: skip
+
+    assert main(argv(tmp_path / "one")) == 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    command = accelerate_launch("-m", "distilnlp", *argv(tmp_path / "two"))
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    one, two = TeacherCache.load(tmp_path / "one"), TeacherCache.load(tmp_path / "two")
+    assert (one.metadata["processes"], two.metadata["processes"]) == (1, 2)
+    assert two.fingerprint == one.fingerprint  # same teacher, tokenizer and inputs (row order included)
+    two.check(teacher, top_k=None)
+    assert two.metadata["splits"]["train"]["rows"] == 33  # 17 + 16 rows
+    for split in ("train", "validation"):
+        np.testing.assert_allclose(
+            np.asarray(two.logits(split)[LOGITS]), np.asarray(one.logits(split)[LOGITS]), rtol=0, atol=1e-6
+        )
