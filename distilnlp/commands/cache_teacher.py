@@ -64,6 +64,9 @@ def cache_teacher(
         logger.info(f"Building the teacher cache {args.teacher_cache} ({args.teacher_cache_backend}).")
     except TeacherCacheError as error:
         logger.warning(f"Rebuilding the teacher cache: {error}")
+    # Under `accelerate launch` the build is collective: join the process group as the arguments ask
+    # (use_cpu, ddp_backend) rather than let the builder guess it.
+    _ = args.world_size
     cache = build_teacher_cache(
         args.teacher_cache,
         teacher,

@@ -58,25 +58,26 @@ def attach_teacher_cache(args, teacher, tokenizer, train_dataset, eval_dataset, 
         references = {name: teacher_inputs.tokenize_for_teacher(d) for name, d in datasets.items()}
     else:
         references = datasets
-    with args.main_process_first(desc="teacher cache"):
-        if not (path / METADATA_FILE).exists():
-            if teacher is None:
-                raise TeacherCacheError(
-                    f"teacher_cache={str(path)!r} does not exist yet and there is no teacher_model to build "
-                    "it from: pass teacher_model, or build it first with `distilnlp cache-teacher`."
-                )
-            build_teacher_cache(
-                path,
-                teacher,
-                references,
-                tokenizer=tokenizer,
-                max_length=max_length,
-                backend=args.teacher_cache_backend,
-                top_k=args.teacher_cache_top_k,
-                batch_size=args.teacher_cache_batch_size,
-                student_tokenizer=student_tokenizer,
+    # Every process takes part in a build (each runs the teacher over its slice of the rows), so none may
+    # wait for another to build it first; all see the same folder here, as none can finish a build alone.
+    if not (path / METADATA_FILE).exists():
+        if teacher is None:
+            raise TeacherCacheError(
+                f"teacher_cache={str(path)!r} does not exist yet and there is no teacher_model to build "
+                "it from: pass teacher_model, or build it first with `distilnlp cache-teacher`."
             )
-        cache = TeacherCache.load(path)
+        build_teacher_cache(
+            path,
+            teacher,
+            references,
+            tokenizer=tokenizer,
+            max_length=max_length,
+            backend=args.teacher_cache_backend,
+            top_k=args.teacher_cache_top_k,
+            batch_size=args.teacher_cache_batch_size,
+            student_tokenizer=student_tokenizer,
+        )
+    cache = TeacherCache.load(path)
     cache.check(teacher, tokenizer, max_length, args.teacher_cache_top_k, student_tokenizer)
     info = {"path": str(path), **cache.metadata}
     train_dataset = cache.attach(train_dataset, reference=references["train"])

@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,38 +31,12 @@ from .format import (
 )
 from .load import TeacherCache
 from .run_teacher import compute_teacher_logits
+from .shards import merge_shards, process_group, save_shard, slice_bounds
 
 logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------- build
-
-
-def _process_group() -> tuple[int, int, Callable[[], None]]:
-    """(rank, world size, barrier) of the `accelerate launch` processes; (0, 1, no-op) in a single process."""
-    from accelerate import PartialState
-
-    state = PartialState()
-    return state.process_index, state.num_processes, state.wait_for_everyone
-
-
-def shard_name(rank: int, world: int) -> str:
-    return f"shard-{rank:05d}-of-{world:05d}"
-
-
-def _merge_shard_records(records: list[dict]) -> dict:
-    masses = [r["topk_mass"] for r in records if r["topk_mass"] is not None]
-    rows = [r["rows"] for r in records]
-    mass = None
-    if masses:
-        mean = sum(m["mean"] * n for m, n in zip(masses, rows, strict=True)) / max(1, sum(rows))
-        mass = {"mean": mean, "min": min(m["min"] for m in masses)}
-    return {
-        # Shards run side by side: the wall time of a split is that of its slowest shard.
-        "seconds": max(r["seconds"] for r in records),
-        "fp32_reruns": sum(r["fp32_reruns"] for r in records),
-        "topk_mass": mass,
-    }
 
 
 def build_teacher_cache(
@@ -86,6 +59,12 @@ def build_teacher_cache(
     of the same rows, is recorded in the key too. The folder is written whole into a temporary sibling and
     then moved into place, so an interrupted build never leaves a cache that loads. An existing `output_dir`
     is replaced only if it is a teacher cache (or empty).
+
+    Under `accelerate launch` with N processes every process must call this with the same arguments: process
+    r runs the teachers over the r-th contiguous slice of each split only (`shards.slice_bounds`), process 0
+    concatenates the slices in row order and writes the folder, and every process returns the cache. The
+    folder is the one a single process would write (same rows, order, fingerprint and layout; `processes`
+    in the metadata says how it was built).
     """
     teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
     summaries = [_teacher_summary(t) for t in teachers]
@@ -101,22 +80,93 @@ def build_teacher_cache(
             f"The teachers predict different numbers of labels ({[s['num_labels'] for s in summaries]})."
         )
     summary = summaries[0] if len(teachers) == 1 else summaries[0] | {"ensemble": summaries}
-    _check_replaceable(Path(output_dir))
+    output_dir = Path(output_dir)
+    _check_replaceable(output_dir)
     key = cache_key(teacher, tokenizer, max_length, top_k, student_tokenizer)
-    runs = [compute_teacher_logits(t, datasets, backend=backend, batch_size=batch_size) for t in teachers]
-    logits = {
-        name: np.concatenate([r[name].logits for r in runs], axis=-1) for name in datasets
-    }  # (N, K * C)
-    details = {
-        name: {
+    width = len(teachers) * summaries[0]["num_labels"]
+    rank, world, barrier = process_group()
+    if world == 1:
+        logits, details = _teacher_logits(teachers, datasets, width, backend, batch_size)
+    else:
+        logits, details = _sharded_teacher_logits(
+            teachers, datasets, width, backend, batch_size, key, output_dir
+        )
+    cache = None
+    if rank == 0:
+        extra = {"processes": world}  # how it was built; the cache is the same either way
+        cache = write_cache(
+            output_dir, datasets, logits, key, summary, backend, top_k, details, extra, len(teachers)
+        )
+        if world > 1:
+            shutil.rmtree(_shard_folder(output_dir), ignore_errors=True)
+    barrier()  # the others read the cache only once process 0 has moved it into place
+    return cache if cache is not None else TeacherCache.load(output_dir)
+
+
+def _shard_folder(output_dir: Path) -> Path:
+    # Same name in every process (a pid would differ); never a cache itself (no metadata).
+    return output_dir.with_name(f".{output_dir.name}.shards")
+
+
+def _sharded_teacher_logits(
+    teachers: list,
+    datasets: dict[str, Dataset],
+    width: int,
+    backend: str,
+    batch_size: int,
+    key: CacheKey,
+    output_dir: Path,
+) -> tuple[dict[str, np.ndarray] | None, dict[str, dict] | None]:
+    """Every process runs the teachers over its slice of each split; process 0 gets the whole splits' logits
+    ((N, K * C) in row order) and details, the others (None, None). Collective: all processes must call it."""
+    rank, world, barrier = process_group()
+    staging = _shard_folder(output_dir)
+    data = {name: inputs_fingerprint(d) for name, d in datasets.items()}
+    fingerprint = combine({"key": key.fingerprint, "data": data})  # process 0 checks the others saw the same
+    if rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)  # leftovers of a killed build
+        staging.mkdir(parents=True)
+    barrier()
+    bounds = {name: slice_bounds(len(d), world, rank) for name, d in datasets.items()}
+    # A contiguous range selects without an indices mapping; `select` rejects an empty range past the end.
+    slices = {
+        n: d.select(range(*bounds[n]) if bounds[n][1] > bounds[n][0] else []) for n, d in datasets.items()
+    }
+    logits, details = _teacher_logits(teachers, slices, width, backend, batch_size)
+    splits = {n: {"start": bounds[n][0], "rows": len(slices[n]), **details[n]} for n in datasets}
+    save_shard(staging, rank, world, logits, {"fingerprint": fingerprint, "splits": splits})
+    barrier()
+    if rank != 0:
+        return None, None
+    # A failure here ends process 0, and `accelerate launch` then stops the others waiting at the barrier.
+    return merge_shards(staging, world, {n: len(d) for n, d in datasets.items()}, fingerprint)
+
+
+def _teacher_logits(
+    teachers: list, datasets: dict[str, Dataset], width: int, backend: str, batch_size: int
+) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """({split: (N, K * C) float32 logits, teacher by teacher}, {split: seconds and fp32 re-runs}).
+
+    `width` is K * C; empty splits (a process's slice of a split smaller than the process count) get (0, K * C)
+    without running the teachers.
+    """
+    filled = {name: d for name, d in datasets.items() if len(d)}
+    runs = (
+        [compute_teacher_logits(t, filled, backend=backend, batch_size=batch_size) for t in teachers]
+        if filled
+        else []
+    )
+    logits, details = {}, {}
+    for name in datasets:
+        if name not in filled:
+            logits[name], details[name] = np.zeros((0, width), np.float32), {"seconds": 0.0, "fp32_reruns": 0}
+            continue
+        logits[name] = np.concatenate([r[name].logits for r in runs], axis=-1)  # (N, K * C)
+        details[name] = {
             "seconds": round(sum(r[name].seconds for r in runs), 3),
             "fp32_reruns": sum(r[name].fp32_reruns for r in runs),
         }
-        for name in datasets
-    }
-    return write_cache(
-        output_dir, datasets, logits, key, summary, backend, top_k, details, num_teachers=len(teachers)
-    )
+    return logits, details
 
 
 def _check_replaceable(output_dir: Path) -> None:

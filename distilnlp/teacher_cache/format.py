@@ -14,6 +14,10 @@ mixture p = sum_i w_i softmax(z_i / T) depends on T, so the logits of the mixtur
 serve a temperature schedule or search; each teacher's logits serve every T and every `teacher_weights`.
 Top-k is not available for several teachers.
 
+**Several processes.** Under `accelerate launch` each process runs the teacher over a contiguous slice of
+every split and process 0 writes the folder (`shards`): the layout, digests and fingerprint are those of a
+one-process build; only `processes` in the metadata tells them apart.
+
 **Key.** A cache is reused only when the teacher's weights, the tokenizer, the tokenized inputs of the split
 (ids, masks and order; labels excluded) and, when known, `max_length` and `top_k` all match what it was built
 from (`distilnlp.teacher_cache.fingerprint`). Otherwise `StaleTeacherCacheError` says which part changed. A folder that

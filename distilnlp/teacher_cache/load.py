@@ -140,14 +140,6 @@ class TeacherCache:
                 "Rebuild it (`distilnlp cache-teacher ...` replaces it) or point teacher_cache at a new folder."
             )
 
-    @staticmethod
-    def _read_split(folder: Path) -> Dataset:
-        """A split's logits, memory-mapped: one dataset, or the shards of a multi-process build in order."""
-        shards = sorted(p for p in folder.glob("shard-*-of-*") if p.is_dir())
-        if not shards:
-            return load_from_disk(str(folder))
-        return concatenate_datasets([load_from_disk(str(p)) for p in shards])
-
     def split_for(self, dataset: Dataset) -> str | None:
         """Name of the cached split built from exactly these tokenized inputs, or None."""
         digest = inputs_fingerprint(dataset)
@@ -162,7 +154,7 @@ class TeacherCache:
             )
         self.verify_files(split)
         try:
-            data = self._read_split(self.path / split)
+            data = load_from_disk(str(self.path / split))
             intact = len(data) == record["rows"] and _content_digest(data) == record["content"]
         except Exception as error:  # pyarrow / datasets raise many types for truncated or missing files
             raise CorruptTeacherCacheError(
