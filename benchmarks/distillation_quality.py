@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import concatenate_datasets
+from datasets import Dataset, concatenate_datasets
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -44,7 +44,7 @@ from transformers import (
 from distilnlp import DistillationTrainer, DistillationTrainingArguments, create_student
 from distilnlp.commands.stages import evaluate_on, prepare_data, resolve_model_path
 from distilnlp.data import DataArguments
-from distilnlp.teacher_cache import build_teacher_cache
+from distilnlp.teacher_cache import TeacherCache, TeacherCacheError, build_teacher_cache
 
 
 @dataclass(frozen=True)
@@ -62,18 +62,40 @@ class Setup:
     args: dict = field(default_factory=dict)  # DistillationTrainingArguments fields
     transfer: int = 0  # transfer rows as a multiple of the labelled rows
     distill: bool = True  # False: a plain `transformers.Trainer` fine-tune (hard labels only)
+    live_teacher: bool = False  # the teacher runs every step (augmented inputs, relation losses need it)
+    teachers: int = 1  # >1: an ensemble of teachers fine-tuned with seeds 0..teachers-1 (cached logits)
+    learning_rate: float | None = None  # unset: --learning_rate
 
 
 TASKS = {
-    "bbc_news_sentences": Task("bbc_news_sentences", labelled=512, test=1500),
-    "bbc_news_windows": Task("bbc_news_windows", labelled=512, test=1500),
+    "bbc_news_sentences": Task("bbc_news_sentences", labelled=2000, test=1500),
+    "bbc_news_windows": Task("bbc_news_windows", labelled=2000, test=1500),
 }
 KD = {"alpha": 0.9, "temperature": 2.0}
 SETUPS = [
     Setup("hard_labels", "plain fine-tuning of the 2-layer student (transformers.Trainer)", distill=False),
+    # The baseline at a higher learning rate too, so that distillation is compared with a tuned fine-tune.
+    Setup("hard_labels_lr3e-4", "plain fine-tuning, learning rate 3e-4", distill=False, learning_rate=3e-4),
     Setup("logit_kd", "logit distillation on the labelled rows (alpha 0.9, T 2)", KD),
     Setup("logit_kd_transfer4x", "logit distillation + transfer set 4x the labelled rows", KD, transfer=4),
+    Setup("logit_kd_transfer8x", "logit distillation + transfer set 8x the labelled rows", KD, transfer=8),
 ]
+# Run with `--setups hard_labels logit_kd_transfer4x <these>` (they cost more: a live teacher or a second one).
+EXTRA_SETUPS = [
+    Setup(
+        "transfer4x_augment_mask", "logit KD + transfer 4x + consistent augmentation (mask 15%, live teacher)",
+        KD | {"augmentation": "mask", "augmentation_prob": 0.15}, transfer=4, live_teacher=True,
+    ),
+    Setup(
+        "transfer4x_relation", "logit KD + transfer 4x + MiniLMv2 Q/K/V relations, last layers (live teacher)",
+        KD | {"relation_weight": 1.0}, transfer=4, live_teacher=True,
+    ),
+    Setup(
+        "transfer4x_ensemble2", "logit KD + transfer 4x, soft targets from 2 teachers (seeds 0, 1; equal weights)",
+        KD, transfer=4, teachers=2,
+    ),
+]  # fmt: skip
+ALL_SETUPS = SETUPS + EXTRA_SETUPS
 BASELINE = "hard_labels"
 MAX_LENGTH = 64
 
@@ -92,19 +114,20 @@ def task_data(task: Task, seed: int, transfer_multiple: int, tokenizer):
     return train.select(range(task.labelled)), train, tokenized["test"], names
 
 
-def finetune_teacher(task: Task, train, tokenizer, names, work: Path, cli) -> Path:
-    """The packaged MiniLM fine-tuned on the labelled rows, once (reused from `work` when there)."""
-    folder = work / f"{task.name}-{task.labelled}-teacher-{cli.teacher_epochs}ep"
+def finetune_teacher(task: Task, train, tokenizer, names, work: Path, cli, seed: int = 0) -> Path:
+    """The packaged MiniLM fine-tuned on the labelled rows with `seed`, once (reused from `work` when there)."""
+    suffix = "" if seed == 0 else f"-seed{seed}"
+    folder = work / f"{task.name}-{task.labelled}-teacher-{cli.teacher_epochs}ep{suffix}"
     if (folder / "model.safetensors").exists():
         return folder
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         resolve_model_path("minilm"), num_labels=len(names), ignore_mismatched_sizes=True
     )
     args = TrainingArguments(
         output_dir=str(folder), num_train_epochs=cli.teacher_epochs, learning_rate=5e-5, warmup_ratio=0.1,
         per_device_train_batch_size=32, save_strategy="no", report_to="none", use_cpu=True,
-        disable_tqdm=True, logging_steps=50, seed=0,
+        disable_tqdm=True, logging_steps=50, seed=seed,
     )  # fmt: skip
     Trainer(
         model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer)
@@ -114,12 +137,30 @@ def finetune_teacher(task: Task, train, tokenizer, names, work: Path, cli) -> Pa
     return folder
 
 
-def run_setup(setup: Setup, seed: int, teacher, tokenizer, train, test, work: Path, cli) -> dict:
+def teacher_cache(folder: Path, teacher_dir: Path, train, test, tokenizer, cli) -> TeacherCache:
+    """The teacher's logits over `train` and `test`: the cache in `folder` when it was built from this
+    teacher over exactly these rows (a re-run with other setups reuses it), else built anew."""
+    try:
+        cache = TeacherCache.load(folder)
+        cache.check(teacher_dir, tokenizer, MAX_LENGTH)
+        if cache.split_for(train) == "train" and cache.split_for(test) == "test":
+            return cache
+    except TeacherCacheError:  # missing, stale or of other rows
+        pass
+    return build_teacher_cache(
+        folder, teacher_dir, {"train": train, "test": test}, tokenizer=tokenizer, max_length=MAX_LENGTH,
+        backend=cli.cache_backend,
+    )  # fmt: skip
+
+
+def run_setup(setup: Setup, seed: int, teachers: list, tokenizer, train, test, work: Path, cli) -> dict:
+    """Train and score one setup's 2-layer student with `seed`. `train` holds the cached logits of
+    `teachers[: setup.teachers]` (a live-teacher setup drops them and runs `teachers[0]` every step)."""
     torch.manual_seed(seed)
-    student = create_student(teacher, 2)
+    student = create_student(teachers[0], 2)
     common = dict(
         output_dir=str(work / f"run-{setup.name}-{seed}"), num_train_epochs=cli.epochs,
-        learning_rate=cli.learning_rate, warmup_ratio=0.1, weight_decay=0.01, per_device_train_batch_size=32,
+        learning_rate=setup.learning_rate or cli.learning_rate, warmup_ratio=0.1, weight_decay=0.01, per_device_train_batch_size=32,
         per_device_eval_batch_size=128, save_strategy="no", report_to="none", use_cpu=True,
         disable_tqdm=True, logging_steps=100, seed=seed, data_seed=seed,
     )  # fmt: skip
@@ -127,7 +168,12 @@ def run_setup(setup: Setup, seed: int, teacher, tokenizer, train, test, work: Pa
     collator = DataCollatorWithPadding(tokenizer)
     if setup.distill:
         args = DistillationTrainingArguments(**common, **setup.args)
-        trainer = DistillationTrainer(model=student, args=args, train_dataset=train, data_collator=collator)
+        teacher_model = teachers[: setup.teachers] if setup.teachers > 1 else None
+        if setup.live_teacher:
+            teacher_model, train = teachers[0], train.remove_columns(["teacher_logits"])
+        trainer = DistillationTrainer(
+            model=student, teacher_model=teacher_model, args=args, train_dataset=train, data_collator=collator
+        )
     else:
         plain = train.remove_columns([c for c in train.column_names if c.startswith("teacher_")])
         trainer = Trainer(
@@ -163,41 +209,59 @@ def run_task(task: Task, setups: list[Setup], cli, work: Path) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
     largest = max(s.transfer for s in setups)
     labelled, full, test, names = task_data(task, cli.split_seed, largest, tokenizer)
-    teacher_dir = finetune_teacher(task, labelled, tokenizer, names, work, cli)
-    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    num_teachers = max(s.teachers for s in setups)
+    teacher_dirs = [
+        finetune_teacher(task, labelled, tokenizer, names, work, cli, seed) for seed in range(num_teachers)
+    ]
+    teachers = [AutoModelForSequenceClassification.from_pretrained(d) for d in teacher_dirs]
     teacher_seconds = time.perf_counter() - start
     cache_start = time.perf_counter()
-    # One teacher pass over labelled + transfer rows and the test rows; smaller transfer multiples and the
-    # labelled rows alone are prefixes of the first split, so they take a prefix of its cached logits.
-    cache = build_teacher_cache(
-        work / f"{task.name}-cache", teacher_dir, {"train": full, "test": test},
-        tokenizer=tokenizer, max_length=MAX_LENGTH, backend=cli.cache_backend,
-    )  # fmt: skip
+    # One pass of each teacher over labelled + transfer rows and the test rows; smaller transfer multiples and
+    # the labelled rows alone are prefixes of the first split, so they take a prefix of its cached logits.
+    caches = [
+        teacher_cache(work / f"{task.name}-cache{'' if i == 0 else f'-teacher{i}'}", teacher_dir, full, test, tokenizer, cli)
+        for i, teacher_dir in enumerate(teacher_dirs)
+    ]  # fmt: skip
     cache_seconds = time.perf_counter() - cache_start
-    logits = cache.logits("train")
+    train_logits = [np.asarray(cache.logits("train")["teacher_logits"], dtype=np.float32) for cache in caches]
     train_sets = {}
-    for m in {s.transfer for s in setups}:
+    for m, k in {(s.transfer, s.teachers) for s in setups}:
         rows = range(task.labelled * (1 + m))
-        train_sets[m] = concatenate_datasets([full.select(rows), logits.select(rows)], axis=1)
+        # K teachers' logits side by side, (N, K * C), as a K-teacher cache stores them.
+        logits = np.concatenate([t[: len(rows)] for t in train_logits[:k]], axis=-1)
+        column = Dataset.from_dict({"teacher_logits": logits.tolist()})
+        train_sets[m, k] = concatenate_datasets([full.select(rows), column], axis=1)
     # The teacher's test accuracy from its cached (ONNX Runtime fp32, = PyTorch to ~1e-6) test logits.
-    test_logits = np.asarray(cache.logits("test")["teacher_logits"])
+    test_logits = np.asarray(caches[0].logits("test")["teacher_logits"])
     teacher_acc = float((test_logits.argmax(-1) == np.asarray(test["labels"])).mean())
     print(f"[{task.name}] teacher test accuracy {teacher_acc:.4f} (n={len(test)})", flush=True)
+    extra_teachers = {}
+    for i, cache in enumerate(caches[1:], start=1):
+        logits = np.asarray(cache.logits("test")["teacher_logits"])
+        extra_teachers[f"teacher_seed{i}"] = round(
+            float((logits.argmax(-1) == np.asarray(test["labels"])).mean()), 4
+        )
+    if extra_teachers:
+        print(f"[{task.name}] other teachers' test accuracy {extra_teachers}", flush=True)
 
     table = {}
     for setup in setups:
         table[setup.name] = {
             "description": setup.description, "args": setup.args, "transfer_multiple": setup.transfer,
-            "distill": setup.distill, "train_rows": len(train_sets[setup.transfer]), "runs": [],
+            "distill": setup.distill, "live_teacher": setup.live_teacher, "teachers": setup.teachers,
+            "learning_rate": setup.learning_rate or cli.learning_rate,
+            "train_rows": len(train_sets[setup.transfer, setup.teachers]), "runs": [],
         }  # fmt: skip
         for seed in cli.seeds:
-            result = run_setup(setup, seed, teacher, tokenizer, train_sets[setup.transfer], test, work, cli)
+            train = train_sets[setup.transfer, setup.teachers]
+            result = run_setup(setup, seed, teachers, tokenizer, train, test, work, cli)
             table[setup.name]["runs"].append({"seed": seed, **result})
             print(f"[{task.name}] {setup.name} seed {seed}: {result}", flush=True)
     result = {
         "task": dataclasses.asdict(task), "labels": names, "test_size": len(test),
         "labelled_rows": len(labelled), "transfer_rows": len(full) - len(labelled),
-        "teacher_accuracy": round(teacher_acc, 4), "teacher_seconds": round(teacher_seconds, 1),
+        "teacher_accuracy": round(teacher_acc, 4), "other_teachers_accuracy": extra_teachers,
+        "teacher_seconds": round(teacher_seconds, 1),
         "teacher_cache_seconds": round(cache_seconds, 1), "setups": table,
         "seconds": round(time.perf_counter() - start, 1),
     }  # fmt: skip
@@ -219,6 +283,13 @@ def summarise(task: dict) -> dict:
         }  # fmt: skip
         if name != BASELINE:
             row["gain_over_baseline"] = compare(runs, BASELINE, name)
+    # The strongest plain fine-tune (highest mean), the fairest bar for a distilled setup.
+    plain = [n for n, row in table.items() if not row.get("distill", n != BASELINE)]
+    best_plain = max(plain, key=lambda n: statistics.fmean(runs[n]))
+    task["best_hard_labels"] = best_plain
+    for name, row in table.items():
+        if row.get("distill", name != BASELINE):
+            row["gain_over_best_hard_labels"] = compare(runs, best_plain, name)
     for name, row in table.items():  # the same recipe with and without the transfer set
         twin = next(
             (
@@ -239,6 +310,13 @@ def _secs(value: float | None) -> str:
     return "not recorded" if value is None else f"{value / 60:.1f} min"
 
 
+def _gain_cells(gain: dict | None) -> str:
+    """'mean ± std pts | yes/no' of a paired comparison, '- | -' without one."""
+    if gain is None:
+        return "- | -"
+    return f"{gain['mean'] * 100:+.2f} ± {gain['std'] * 100:.2f} pts | {'yes' if gain['gain_over_2_std'] else 'no'}"
+
+
 def markdown(report: dict) -> str:
     lines = [
         "# Distillation quality (2-layer MiniLM students, BBC News hard tasks)", "",
@@ -248,10 +326,10 @@ def markdown(report: dict) -> str:
     ]  # fmt: skip
     if len(report.get("runs", [])) > 1:
         lines += [
-            f"Ran as {len(report['runs'])} processes side by side (`--tasks` / `--seeds`, then `--merge`): "
+            f"Merged (`--merge`) from {len(report['runs'])} runs, one after the other; the total above is their sum: "
             + "; ".join(
-                f"{','.join(r['tasks'])} seeds {r['seeds']}: {r['seconds'] / 60:.1f} min (load {r['load_start']} -> "
-                f"{r['load_end']})" for r in report["runs"]
+                f"`{r['command']}`: {r['seconds'] / 60:.1f} min (load {r['load_start']} -> {r['load_end']})"
+                for r in report["runs"]
             )
             + ".", "",
         ]  # fmt: skip
@@ -264,26 +342,27 @@ def markdown(report: dict) -> str:
             f"{task['labelled_rows'] + task['transfer_rows']} train + {task['test_size']} test rows "
             f"{_secs(task['teacher_cache_seconds'])}; task total {_secs(task['seconds'])}."
             + (f" **Incomplete:** {task['note']}" if task.get("note") else ""),
-            "", "| setup | train rows | test accuracy (mean ± std) | kept | paired gain vs hard labels | > 2 std |",
-            "|---|---|---|---|---|---|",
+            "", f"| setup | lr | train rows | test accuracy (mean ± std) | kept | paired gain vs {BASELINE} | > 2 std "
+            f"| paired gain vs best hard labels ({task['best_hard_labels']}) | > 2 std |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]  # fmt: skip
         for setup_name, row in task["setups"].items():
-            gain = row.get("gain_over_baseline")
-            gain_text = f"{gain['mean'] * 100:+.2f} ± {gain['std'] * 100:.2f} pts" if gain else "-"
-            verdict = ("yes" if gain["gain_over_2_std"] else "no") if gain else "-"
+            gains = [_gain_cells(row.get(k)) for k in ("gain_over_baseline", "gain_over_best_hard_labels")]
             lines.append(
-                f"| {setup_name} | {row['train_rows']} | {row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} | "
-                f"{row['retention'] * 100:.1f}% | {gain_text} | {verdict} |"
+                f"| {setup_name} | {row.get('learning_rate', report['learning_rate']):g} | {row['train_rows']} | "
+                f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} | {row['retention'] * 100:.1f}% | "
+                + " | ".join(gains)
+                + " |"
             )
-        distilled = {n: r for n, r in task["setups"].items() if n != BASELINE}
+        distilled = {n: r for n, r in task["setups"].items() if "gain_over_best_hard_labels" in r}
         if distilled:
             best_name, best = max(distilled.items(), key=lambda item: item[1]["accuracy_mean"])
-            gain = best["gain_over_baseline"]
+            gain = best["gain_over_best_hard_labels"]
             lines.append(
                 f"\nBest distilled setup: **{best_name}**, keeps {best['retention'] * 100:.1f}% of the teacher "
-                f"(target >= 99%: {'met' if best['retention'] >= 0.99 else 'not met'}); gain over hard labels "
-                f"{gain['mean'] * 100:+.2f} pts vs 2 x seed spread {2 * gain['seed_spread_std'] * 100:.2f} pts "
-                f"(target: {'met' if gain['gain_over_2_std'] else 'not met'})."
+                f"(target >= 99%: {'met' if best['retention'] >= 0.99 else 'not met'}); gain over the best hard-label "
+                f"run ({gain['against']}) {gain['mean'] * 100:+.2f} pts vs 2 x seed spread "
+                f"{2 * gain['seed_spread_std'] * 100:.2f} pts (target: {'met' if gain['gain_over_2_std'] else 'not met'})."
             )
         for setup_name, row in task["setups"].items():
             same = row.get("gain_over_same_recipe_without_transfer")
@@ -307,8 +386,8 @@ def write(report: dict, out: Path) -> str:
 
 
 def merge(paths: list[str], out: Path) -> None:
-    """One report from runs that ran side by side: different --tasks, or the same task with different
-    --seeds (same settings otherwise; a task's teacher is the same folder in every run)."""
+    """One report from several runs: different --tasks, the same task with different --seeds or different
+    --setups (same settings otherwise; a task's teacher is the same folder in every run)."""
     reports = [json.loads(Path(p).read_text()) for p in paths]
     merged = dict(reports[0], tasks={}, runs=[], seeds=sorted({s for r in reports for s in r["seeds"]}))
     for report in reports:
@@ -327,11 +406,17 @@ def merge(paths: list[str], out: Path) -> None:
             if into["teacher_accuracy"] != task["teacher_accuracy"]:
                 raise ValueError(f"The reports of {name} have different teachers; cannot merge them.")
             for setup, row in task["setups"].items():
-                into["setups"][setup]["runs"] += row["runs"]
+                if setup not in into["setups"]:  # a run of other setups (e.g. the extra ones)
+                    into["setups"][setup] = row
+                    continue
+                # Setups both runs share (the baseline) keep one run per seed: same seed, same result.
+                seen = {run["seed"] for run in into["setups"][setup]["runs"]}
+                into["setups"][setup]["runs"] += [run for run in row["runs"] if run["seed"] not in seen]
             into["seconds"] = max(into["seconds"], task["seconds"])
     merged["tasks"] = {name: summarise(task) for name, task in merged["tasks"].items()}
-    merged["seconds"] = max(r["seconds"] for r in reports)  # they ran at the same time
+    merged["seconds"] = sum(r["seconds"] for r in reports)  # run one after the other
     merged["complete"] = all(r.get("complete") for r in reports)
+    merged["load_end"] = reports[-1].get("load_end")
     print(write(merged, out))
 
 
@@ -340,7 +425,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--setups", nargs="+", default=[s.name for s in SETUPS])
+    parser.add_argument(
+        "--setups", nargs="+", default=[s.name for s in SETUPS], choices=[s.name for s in ALL_SETUPS],
+        help="default: the core setups; the extra ones (live or second teacher) are named in EXTRA_SETUPS",
+    )  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--teacher_epochs", type=float, default=2.0)
@@ -362,7 +450,7 @@ def main() -> None:
     work = Path(cli.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     fields = {f.name for f in dataclasses.fields(DistillationTrainingArguments)}
-    chosen = [s for s in SETUPS if s.name in cli.setups]
+    chosen = [s for s in ALL_SETUPS if s.name in cli.setups]
     skipped = [s.name for s in chosen if set(s.args) - fields]
     setups = [s for s in chosen if s.name not in skipped]
     if BASELINE not in {s.name for s in setups}:
