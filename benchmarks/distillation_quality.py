@@ -172,7 +172,12 @@ def run_setup(setup: Setup, seed: int, teachers: list, tokenizer, train, test, w
         if setup.live_teacher:
             teacher_model, train = teachers[0], train.remove_columns(["teacher_logits"])
         trainer = DistillationTrainer(
-            model=student, teacher_model=teacher_model, args=args, train_dataset=train, data_collator=collator
+            model=student,
+            teacher_model=teacher_model,
+            args=args,
+            train_dataset=train,
+            data_collator=collator,
+            processing_class=tokenizer,  # augmentation='mask' reads the mask token from it
         )
     else:
         plain = train.remove_columns([c for c in train.column_names if c.startswith("teacher_")])
