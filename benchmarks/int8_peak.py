@@ -47,12 +47,18 @@ LEVELS = {
 }
 
 
-def session_options(threads: int, level: str = "all") -> ort.SessionOptions:
-    """The model benchmark's settings (`distilnlp.benchmark.onnx_stage`): `threads` intra-op, one inter-op."""
+def session_options(threads: int, level: str = "all", spinning: bool = True) -> ort.SessionOptions:
+    """The model benchmark's settings (`distilnlp.benchmark.onnx_stage`): `threads` intra-op, one inter-op.
+
+    `spinning=False` stops idle pool threads from spin-waiting: on a machine whose cores are shared, a
+    spinning thread that is descheduled stalls every parallel section.
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = LEVELS[level]
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -98,10 +104,17 @@ def matmul_peak(shapes, threads: int, runs: int, integer: bool = True) -> dict:
 
 
 def time_model(
-    path: Path, batch: int, sequence_length: int, threads: int, runs: int, level: str = "all"
+    path: Path,
+    batch: int,
+    sequence_length: int,
+    threads: int,
+    runs: int,
+    level: str = "all",
+    spinning: bool = True,
 ) -> float:
     """p50 seconds of one call of the graph at `path` on synthetic (batch, sequence_length) inputs."""
-    session = ort.InferenceSession(str(path), session_options(threads, level), ["CPUExecutionProvider"])
+    options = session_options(threads, level, spinning)
+    session = ort.InferenceSession(str(path), options, ["CPUExecutionProvider"])
     feeds = synthetic_inputs(session, batch, sequence_length)
     return float(np.median(_timings(lambda: session.run(None, feeds), warmup=3, runs=runs)))
 
@@ -178,6 +191,7 @@ def measure(args) -> dict:
                 kwargs.get("threads", threads),
                 args.runs,
                 kwargs.get("level", "all"),
+                kwargs.get("spinning", True),
             )
             per_batch[str(batch)] = {
                 "p50_ms": seconds * 1e3,
@@ -187,6 +201,7 @@ def measure(args) -> dict:
 
     if threads > 1:
         knob("threads=1", int8_path, threads=1)
+        knob("allow_spinning=0", int8_path, spinning=False)
     for level in ("disable_all", "basic", "extended"):
         knob(f"graph_optimization_level={level}", int8_path, level=level)
     if (model_dir / ONNX_FILE).is_file():
