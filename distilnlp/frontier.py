@@ -79,7 +79,7 @@ def plot_frontier(
     labelled, the Pareto front joined by a step line, the chosen model circled."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     fig = Figure(figsize=(8, 5), dpi=120)
     FigureCanvasAgg(fig)  # no pyplot: the caller's global backend stays as it is
@@ -125,6 +125,9 @@ def plot_frontier(
     if max(latencies) > 3 * min(latencies):
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        # Minor ticks labelled too when the span is short (else a sub-decade axis has one label or none).
+        short = max(latencies) < 30 * min(latencies)
+        ax.xaxis.set_minor_formatter(FormatStrFormatter("%g") if short else NullFormatter())
         ax.set_xlabel("p50 latency, batch 1 (ms, log scale)")
     else:
         ax.set_xlabel("p50 latency, batch 1 (ms)")
