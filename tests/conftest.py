@@ -21,6 +21,8 @@ ONNX_MODULES = (
     "test_fallback.py",
     "test_quantization_aware.py",
     "test_vocabulary.py",
+    "test_sweep.py",
+    "test_int8_peak.py",
 )
 ONNX_AVAILABLE = not any(_missing(module) for module in ONNX_EXTRA_MODULES)
 if not ONNX_AVAILABLE:

@@ -24,6 +24,9 @@ commands:
   export     MODEL_DIR --output OUT_DIR: ONNX export, int8 quantization, parity checks (ExportArguments + data)
   benchmark  accuracy, latency, throughput and size of teacher / student / ONNX student in one run
   cache-teacher  precompute the teacher's logits (--teacher_cache DIR) so `distill` need not run it
+  sweep      RECIPE --student_layers 1,2,3: distill, export (fp32 / int8 PTQ / int8 QAT) and benchmark each
+             depth; accuracy-latency table + plot with the Pareto front, and the smallest model that keeps
+             --min_retention of the teacher's accuracy
   search     tune temperature / alpha / loss weights with Optuna; writes the best as a runnable recipe
   recipes    list the bundled recipes (use one by name: distilnlp distill distill_bbc_news)
 
@@ -171,6 +174,16 @@ def _search(argv: list[str]) -> int:
     return 0
 
 
+def _sweep(argv: list[str]) -> int:
+    from .sweep import SWEEP_TYPES, sweep
+
+    parse(SWEEP_TYPES, argv, prog="distilnlp sweep")  # argument errors as one line, before any work
+    result = sweep(argv)
+    status = "" if result["chosen"]["meets_min_retention"] else " (none meets min_retention)"
+    print(f"chosen model{status}: {result['chosen']['name']}")
+    return 0
+
+
 def _recipes(argv: list[str]) -> int:
     from .recipes import bundled_recipes, describe
 
@@ -192,6 +205,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "benchmark": _benchmark,
     "cache-teacher": _cache_teacher,
     "search": _search,
+    "sweep": _sweep,
     "recipes": _recipes,
 }
 
