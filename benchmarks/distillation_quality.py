@@ -91,6 +91,10 @@ EXTRA_SETUPS = [
         KD | {"relation_weight": 1.0}, transfer=4, live_teacher=True,
     ),
     Setup(
+        "transfer4x_hidden", "logit KD + transfer 4x + hidden-state MSE, uniform layer map (live teacher)",
+        KD | {"hidden_weight": 1.0}, transfer=4, live_teacher=True,
+    ),
+    Setup(
         "transfer4x_ensemble2", "logit KD + transfer 4x, soft targets from 2 teachers (seeds 0, 1; equal weights)",
         KD, transfer=4, teachers=2,
     ),

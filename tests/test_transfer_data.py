@@ -209,5 +209,5 @@ def test_recommended_recipes_parse(task, tmp_path):
         [str(recipes / f"distill_bbc_news_{task}_transfer.yaml"), *out],
     )
     assert teacher_data.dataset == data.dataset == data.transfer_dataset == f"bbc_news_{task}"
-    assert data.max_transfer_samples == 4 * data.max_train_samples == 4 * teacher_data.max_train_samples
+    assert data.max_transfer_samples == 8 * data.max_train_samples == 8 * teacher_data.max_train_samples
     assert distill_args.teacher == f"runs/teacher-{task}" and args.teacher_cache and args.alpha == 0.9
