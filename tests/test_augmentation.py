@@ -2,7 +2,14 @@
 
 import pytest
 import torch
-from tiny import pad_collate, quick_distillation_args, tiny_pair, tiny_tokenizer, token_dataset
+from tiny import (
+    assert_accumulation_matches_one_batch,
+    pad_collate,
+    quick_distillation_args,
+    tiny_pair,
+    tiny_tokenizer,
+    token_dataset,
+)
 
 from distilnlp import DistillationTrainer
 from distilnlp.augment import Augmenter, augment_batch, augment_window, row_seed
@@ -153,34 +160,9 @@ def test_the_teacher_sees_exactly_the_students_augmented_input(tmp_path):
 
 
 def test_gradient_accumulation_with_augmentation_matches_one_large_batch(tmp_path):
-    dataset = token_dataset(48, seed=3, min_len=3, max_len=30)
-    final = {}
-    for name, batch_size, accumulation in (("one_batch", 8, 1), ("accumulated", 2, 4)):
-        teacher, student = tiny_pair(seed=5)
-        trainer = make_trainer(
-            tmp_path / name,
-            teacher,
-            student,
-            dataset,
-            per_device_train_batch_size=batch_size,
-            gradient_accumulation_steps=accumulation,
-            max_steps=3,
-            learning_rate=1e-2,
-            optim="sgd",
-            lr_scheduler_type="constant",
-            hidden_weight=1.0,
-            attention_weight=1.0,
-            augmentation="span_delete",
-        )
-        trainer.train()
-        final[name] = (
-            {k: v.detach().clone() for k, v in student.state_dict().items()},
-            [e["loss"] for e in trainer.state.log_history if "loss" in e],
-        )
-    (params_a, losses_a), (params_b, losses_b) = final["one_batch"], final["accumulated"]
-    assert losses_a == pytest.approx(losses_b, rel=1e-4)
-    for key in params_a:
-        torch.testing.assert_close(params_a[key], params_b[key], rtol=1e-4, atol=1e-6, msg=key)
+    assert_accumulation_matches_one_batch(
+        make_trainer, tmp_path, hidden_weight=1.0, attention_weight=1.0, augmentation="span_delete"
+    )
 
 
 def test_mask_augmentation_uses_the_tokenizers_mask_token(tmp_path):

@@ -4,7 +4,13 @@ import math
 
 import pytest
 import torch
-from tiny import pad_collate, quick_distillation_args, tiny_pair, token_dataset
+from tiny import (
+    assert_accumulation_matches_one_batch,
+    pad_collate,
+    quick_distillation_args,
+    tiny_pair,
+    token_dataset,
+)
 from transformers import (
     AlbertConfig,
     AlbertForSequenceClassification,
@@ -132,31 +138,10 @@ def test_relation_gradients_reach_only_the_student_and_its_projections(tmp_path)
 
 
 def test_gradient_accumulation_matches_one_large_batch_with_relations(tmp_path):
-    dataset = token_dataset(48, seed=3, min_len=3, max_len=30)
-    final = {}
-    for name, batch_size, accumulation in (("one_batch", 8, 1), ("accumulated", 2, 4)):
-        teacher, student = tiny_pair(seed=5)
-        trainer = make_trainer(
-            tmp_path / name,
-            teacher,
-            student,
-            dataset,
-            per_device_train_batch_size=batch_size,
-            gradient_accumulation_steps=accumulation,
-            max_steps=3,
-            learning_rate=1e-2,
-            optim="sgd",
-            lr_scheduler_type="constant",
-            relation_weight=5.0,
-            relation_heads=4,
-        )
-        trainer.train()
-        losses = [e["loss_relation"] for e in trainer.state.log_history if "loss" in e]
-        final[name] = ({k: v.detach().clone() for k, v in student.state_dict().items()}, losses)
-    (params_a, losses_a), (params_b, losses_b) = final["one_batch"], final["accumulated"]
-    assert losses_a == pytest.approx(losses_b, rel=1e-4) and losses_a[0] > 0
-    for key in params_a:
-        torch.testing.assert_close(params_a[key], params_b[key], rtol=1e-4, atol=1e-6, msg=key)
+    losses = assert_accumulation_matches_one_batch(
+        make_trainer, tmp_path, loss_key="loss_relation", relation_weight=5.0, relation_heads=4
+    )
+    assert losses[0] > 0
 
 
 def test_distilbert_relations_come_from_its_q_k_v_lin_layers(tmp_path):

@@ -5,7 +5,14 @@ import os
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import bert_config, pad_collate, quick_distillation_args, tiny_pair, token_dataset
+from tiny import (
+    assert_accumulation_matches_one_batch,
+    bert_config,
+    pad_collate,
+    quick_distillation_args,
+    tiny_pair,
+    token_dataset,
+)
 from transformers import BertForSequenceClassification, TrainingArguments
 
 from distilnlp import DistillationTrainer, NonFiniteLossError
@@ -229,30 +236,7 @@ def test_distilled_student_gets_closer_to_the_teacher(tmp_path):
 
 def test_gradient_accumulation_matches_one_large_batch(tmp_path):
     """Varying lengths make per-micro-batch token averages differ from the window's: counts must be global."""
-    dataset = token_dataset(48, seed=3, min_len=3, max_len=30)
-    final = {}
-    for name, batch_size, accumulation in (("one_batch", 8, 1), ("accumulated", 2, 4)):
-        teacher, student = tiny_pair(seed=5)
-        trainer = make_trainer(
-            tmp_path / name,
-            teacher,
-            student,
-            dataset,
-            per_device_train_batch_size=batch_size,
-            gradient_accumulation_steps=accumulation,
-            max_steps=3,
-            learning_rate=1e-2,
-            logging_steps=1,
-            optim="sgd",
-            lr_scheduler_type="constant",
-            attention_loss="mse",
-        )
-        trainer.train()
-        final[name] = (student_params(student), [e["loss"] for e in trainer.state.log_history if "loss" in e])
-    (params_a, losses_a), (params_b, losses_b) = final["one_batch"], final["accumulated"]
-    assert losses_a == pytest.approx(losses_b, rel=1e-4)
-    for key in params_a:
-        torch.testing.assert_close(params_a[key], params_b[key], rtol=1e-4, atol=1e-6)
+    assert_accumulation_matches_one_batch(make_trainer, tmp_path, logging_steps=1, attention_loss="mse")
 
 
 def test_resume_from_checkpoint_restores_projections_and_continues_identically(tmp_path):

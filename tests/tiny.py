@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from datasets import Dataset
 from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
@@ -195,3 +196,34 @@ def save_wordpiece_model(path, *, layers: int = 2, token: bool = False, seed: in
     cls = BertForTokenClassification if token else BertForSequenceClassification
     cls(config).eval().save_pretrained(path)
     return path
+
+
+def assert_accumulation_matches_one_batch(make_trainer, tmp_path, loss_key="loss", **fields) -> list[float]:
+    """Train a fresh `tiny_pair(seed=5)` for 3 SGD steps on varying-length rows, once as one batch of 8 and once
+    as 4 accumulated micro-batches of 2 (`make_trainer(folder, teacher, student, dataset, **fields)`), and assert
+    equal logged `loss_key` values (rel 1e-4) and final student weights. Returns the one-batch run's losses."""
+    dataset = token_dataset(48, seed=3, min_len=3, max_len=30)
+    final = {}
+    for name, batch_size, accumulation in (("one_batch", 8, 1), ("accumulated", 2, 4)):
+        teacher, student = tiny_pair(seed=5)
+        trainer = make_trainer(
+            tmp_path / name,
+            teacher,
+            student,
+            dataset,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=3,
+            learning_rate=1e-2,
+            optim="sgd",
+            lr_scheduler_type="constant",
+            **fields,
+        )
+        trainer.train()
+        losses = [e[loss_key] for e in trainer.state.log_history if "loss" in e]
+        final[name] = ({k: v.detach().clone() for k, v in student.state_dict().items()}, losses)
+    (params_a, losses_a), (params_b, losses_b) = final["one_batch"], final["accumulated"]
+    assert losses_a == pytest.approx(losses_b, rel=1e-4)
+    for key in params_a:
+        torch.testing.assert_close(params_a[key], params_b[key], rtol=1e-4, atol=1e-6, msg=key)
+    return losses_a
