@@ -131,7 +131,7 @@ def fake_quant_parity(model: nn.Module, quantized_path, batches, min_agreement: 
     """
     import numpy as np
 
-    from .onnx.parity import ParityError, _run_session, _session
+    from .onnx.parity import ParityError, _run_session, _session, predicted_positions
 
     make_quantization_aware(model.eval())
     session = _session(quantized_path)
@@ -141,10 +141,7 @@ def fake_quant_parity(model: nn.Module, quantized_path, batches, min_agreement: 
             onnx_logits = _run_session(session, batch)
             inputs = {i.name: torch.from_numpy(batch[i.name]) for i in session.get_inputs()}
             torch_logits = model(**inputs).logits.float().numpy()
-            token_level = torch_logits.ndim == 3
-            mask = (
-                batch["attention_mask"].astype(bool) if token_level else np.ones(len(onnx_logits), dtype=bool)
-            )
+            mask = predicted_positions(batch, torch_logits)
             max_diff = max(max_diff, float(np.abs(onnx_logits - torch_logits)[mask].max(initial=0.0)))
             agree += int((onnx_logits.argmax(-1) == torch_logits.argmax(-1))[mask].sum())
             total += int(mask.sum())

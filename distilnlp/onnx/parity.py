@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from .tasks import _task, _torch_model_class, require_onnx
+from .tasks import _torch_model_class, require_onnx
 
 logger = logging.get_logger(__name__)
 
@@ -159,6 +159,14 @@ def _run_session(session, batch: dict[str, np.ndarray]) -> np.ndarray:
     return session.run(None, {n: batch[n].astype(np.int64) for n in names})[0]
 
 
+def predicted_positions(batch: dict[str, np.ndarray], logits: np.ndarray) -> np.ndarray:
+    """Boolean mask of the entries of `logits` that carry a prediction: (B, T) real tokens for token-level
+    logits (B, T, C), since padding positions carry none; (B,) all True for sequence logits (B, C)."""
+    if logits.ndim == 3:
+        return batch["attention_mask"].astype(bool)
+    return np.ones(len(logits), dtype=bool)
+
+
 def check_parity(
     reference: PreTrainedModel | str | os.PathLike,
     onnx_path: str | os.PathLike,
@@ -189,7 +197,6 @@ def check_parity(
         reference = _torch_model_class(config).from_pretrained(reference)
     model = reference.eval()
     config = model.config
-    token_level = _task(config) == "token-classification"
     batches = _parity_batches(config, tokenizer, texts, num_samples, max_length)
 
     fp32 = _session(onnx_path)
@@ -205,10 +212,7 @@ def check_parity(
                     f"ONNX logits have shape {onnx_logits.shape}, PyTorch logits {torch_logits.shape}: "
                     f"{onnx_path} was not exported from this model."
                 )
-            # Padding positions carry no prediction: compare real tokens only.
-            mask = (
-                batch["attention_mask"].astype(bool) if token_level else np.ones(len(onnx_logits), dtype=bool)
-            )
+            mask = predicted_positions(batch, onnx_logits)
             max_diff = max(max_diff, float(np.abs(onnx_logits - torch_logits)[mask].max(initial=0.0)))
             if int8 is not None:
                 q_logits = _run_session(int8, batch)
