@@ -414,6 +414,7 @@ def merge(paths: list[str], out: Path) -> None:
             into = merged["tasks"][name]
             if into["teacher_accuracy"] != task["teacher_accuracy"]:
                 raise ValueError(f"The reports of {name} have different teachers; cannot merge them.")
+            into.setdefault("other_teachers_accuracy", {}).update(task.get("other_teachers_accuracy", {}))
             for setup, row in task["setups"].items():
                 if setup not in into["setups"]:  # a run of other setups (e.g. the extra ones)
                     into["setups"][setup] = row
