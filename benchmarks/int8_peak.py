@@ -10,9 +10,10 @@
    config (`bert_macs`) when the model is BERT-like.
 3. Achieved: p50 time of the int8 graph at batch 1 and batch 32 (synthetic ids, all positions real) with
    `distilnlp.benchmark`'s timer; achieved GOPS = 2 x MACs / p50, fraction = achieved / peak.
-4. Knobs: intra-op threads (1 vs all), graph optimization level (disable / basic / extended / all), and an int8
-   graph quantized after ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization, BiasGelu:
-   what Optimum's `ORTOptimizer` runs), each timed the same way.
+4. Knobs: intra-op threads (1 vs all), graph optimization level (disable / basic / extended / all), and the int8
+   graph the export did not choose: unfused (standard ops + MatMulInteger) when the export's is fused
+   (QAttention: the default since the export tries ONNX Runtime's transformer fusions first), else the one
+   quantized after those fusions (Attention, SkipLayerNormalization, BiasGelu), each timed the same way.
 
     python benchmarks/int8_peak.py --model runs/student-onnx --sequence_length 128 \
         --output benchmarks/results/int8_peak.json
@@ -119,6 +120,21 @@ def time_model(
     return float(np.median(_timings(lambda: session.run(None, feeds), warmup=3, runs=runs)))
 
 
+def unfused_int8(model_dir: Path, scratch: Path) -> Path:
+    """fp32 graph -> dynamic int8 without fusions (MatMulInteger, attention products fp32)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    int8_path = scratch / "unfused_int8.onnx"
+    quantize_dynamic(str(model_dir / ONNX_FILE), str(int8_path), weight_type=QuantType.QInt8)
+    return int8_path
+
+
+def is_fused(path: Path) -> bool:
+    import onnx
+
+    return any(n.op_type == "QAttention" for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
 def fused_int8(model_dir: Path, scratch: Path) -> Path:
     """fp32 graph -> ONNX Runtime's BERT fusions (as ORTOptimizer O2) -> dynamic int8 (QAttention et al.)."""
     import onnx
@@ -206,13 +222,17 @@ def measure(args) -> dict:
         knob(f"graph_optimization_level={level}", int8_path, level=level)
     if (model_dir / ONNX_FILE).is_file():
         knob("fp32 graph (model.onnx)", model_dir / ONNX_FILE)
+        report["fused"] = is_fused(int8_path)
+        name, build = (
+            ("unfused int8 (MatMulInteger only)", unfused_int8)
+            if report["fused"]
+            else ("int8 after BERT fusions (QAttention)", fused_int8)
+        )
         with tempfile.TemporaryDirectory() as scratch:
             try:
-                knob("int8 after BERT fusions (QAttention)", fused_int8(model_dir, Path(scratch)))
+                knob(name, build(model_dir, Path(scratch)))
             except Exception as error:  # report the failure, keep the rest of the measurements
-                report["knobs"]["int8 after BERT fusions (QAttention)"] = {
-                    "error": f"{type(error).__name__}: {error}"
-                }
+                report["knobs"][name] = {"error": f"{type(error).__name__}: {error}"}
     report |= {
         "load_average_before": load_before,
         "load_average_after": os.getloadavg()[0],

@@ -42,9 +42,13 @@ def test_graph_count_matches_the_hand_computation_for_the_int8_and_fp32_graphs(t
     int8 = matmul_macs(out / "model_quantized.onnx", batch=3, sequence_length=12)
     fp32 = matmul_macs(out / "model.onnx", batch=3, sequence_length=12)
     assert int8["total"] == fp32["total"] == expected
-    assert int8["int8"] > 0 and fp32["int8"] == 0
+    # The fused int8 graph: everything but the attention products (inside QAttention, fp32) is int8.
+    assert int8["int8"] == expected - 3 * 2 * (2 * 12 * 12 * 32) and fp32["int8"] == 0
+    assert int8["by_op"]["QAttention"] == 3 * 2 * 3 * 12 * 32 * 32
     # 6 matmuls with a weight + 2 attention products per layer, then pooler and classifier.
     assert fp32["nodes"] == 2 * 8 + 2
+    # Per layer one QAttention and 3 MatMulInteger, then pooler and classifier.
+    assert int8["nodes"] == 2 * 4 + 2
 
 
 def test_int8_peak_script_reports_peak_macs_and_fractions_on_a_tiny_model(tmp_path):
@@ -64,4 +68,6 @@ def test_int8_peak_script_reports_peak_macs_and_fractions_on_a_tiny_model(tmp_pa
         assert entry["macs"]["total"] == entry["analytic_macs"] > 0
         assert entry["fraction_of_int8_peak"] > 0
     assert "graph_optimization_level=disable_all" in report["knobs"]
+    # The export's graph is fused; the unfused one is timed beside it.
+    assert report["fused"] and report["knobs"]["unfused int8 (MatMulInteger only)"]["1"]["p50_ms"] > 0
     assert result_file.with_suffix(".md").is_file()

@@ -90,11 +90,12 @@ def test_quantization_aware_distillation_trains_and_exports(tmp_path):
     config = json.loads((tmp_path / "qat" / "config.json").read_text())
     assert config["distilnlp_quantization_aware"] in PRESETS
 
-    result = export_model(tmp_path / "qat", tmp_path / "onnx", parity_texts=TEXTS, min_agreement=0.9)
+    result = export_model(tmp_path / "qat", tmp_path / "onnx", parity_texts=TEXTS)  # default gate
     choice = json.loads(result.summary_path.read_text())["int8_choice"]
-    assert choice["per_channel"] is True
-    # The int8 graph computes what the fake-quantized student computes.
-    assert choice["fake_quant_parity"]["agreement"] == 1.0
+    assert choice["per_channel"] is True and choice["reference"] == "fake-quantized student"
+    # The int8 graph computes what the fake-quantized student computes: the chain's first attempt passes.
+    [chosen] = choice["attempts"]
+    assert chosen["agreement"] == 1.0 and chosen["fp32_nodes"] == []
     # The int8 graph reproduces the fake-quantized student to float precision (2.4e-7 here), while it is ~0.02
     # away from the fp32 graph.
     import onnxruntime as ort
@@ -107,8 +108,18 @@ def test_quantization_aware_distillation_trains_and_exports(tmp_path):
             session.run(None, {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()})[0]
         )
     int8_vs_fp32 = float(np.abs(runs[0] - runs[1]).max())
-    assert choice["fake_quant_parity"]["max_abs_diff"] < 1e-4 < 0.01 < int8_vs_fp32
+    assert chosen["max_abs_diff"] < 1e-4 < 0.01 < int8_vs_fp32
     ops = Counter(n.op_type for n in onnx.load(str(result.quantized_path)).graph.node)
-    # 6 Linear layers + pooler + classifier in int8 (Q, K, V share one input quantization); the two attention
-    # products stay fp32, as in training.
+    # The fused graph: Q, K and V in one QAttention (its attention products in fp32, as in training), then the
+    # attention output, FFN in and out, pooler and classifier as MatMulInteger; no fp32 MatMul left.
+    assert chosen["fused"] and result.int8_choice.fused_ops["Attention"] == 1
+    assert ops["QAttention"] == 1 and ops["MatMulInteger"] == 5 and ops["MatMul"] == 0, ops
+
+    # Unfused (standard ONNX ops): 6 Linear layers + pooler + classifier in int8 (Q, K, V share one input
+    # quantization); the two attention products stay fp32, as in training. Same fake-quantized reference.
+    unfused = export_model(tmp_path / "qat", tmp_path / "unfused", parity_texts=TEXTS, fuse=False)
+    [attempt] = unfused.int8_choice.attempts
+    assert attempt.name == "unfused per-channel" and attempt.agreement == 1.0 and attempt.max_abs_diff < 1e-4
+    ops = Counter(n.op_type for n in onnx.load(str(unfused.quantized_path)).graph.node)
     assert ops["MatMulInteger"] == 8 and ops["DynamicQuantizeLinear"] == 6 and ops["MatMul"] == 2
+    assert ops["QAttention"] == 0 and unfused.int8_choice.fused_ops is None

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import yaml
+from safetensors.torch import load_file
 from tiny import save_tiny_model, write_topic_csv
 
 from distilnlp.commands.cli import main
@@ -119,6 +120,17 @@ def test_sweep_over_two_depths_writes_table_plot_and_choice_and_a_rerun_reuses_e
     assert any(p["on_pareto_front"] for p in result["points"])
     assert all(0 <= p["accuracy"] <= 1 and p["latency_p50_ms"] > 0 for p in result["points"])
     assert result["chosen"]["name"] in names[1:]
+    # The quantization-aware student went on from the distilled fp32 one: 3 Adam steps at 3e-5 move each weight
+    # by at most ~1e-4, while a fresh copy of teacher layers differs from it by far more.
+    fp32, qat = (
+        load_file(out / "layers-1" / name / "model.safetensors") for name in ("student", "student-qat")
+    )
+    assert max((qat[k] - fp32[k]).abs().max().item() for k in fp32) < 3e-4
+    qat_results = json.loads((out / "layers-1" / "student-qat" / "distill_results.json").read_text())
+    assert qat_results["training"]["learning_rate"] == 3e-5
+    assert json.loads((out / "layers-1" / "student-qat" / "config.json").read_text())[
+        "distilnlp_quantization_aware"
+    ]
     table = (out / "sweep.md").read_text()
     assert "| Pareto front |" in table and "**(chosen)**" in table
     assert (out / "sweep.png").stat().st_size > 0

@@ -2,8 +2,9 @@
 
 For each depth: distill a student with the recipe (`<output_dir>/layers-<d>/student`), export it with the default
 `distilnlp export` (fp32 `model.onnx` + int8 `model_quantized.onnx` through the fallback chain: "int8 PTQ"), and,
-unless `--with_quantization_aware false`, distill a quantization-aware twin (`student-qat`) and export its int8
-graph ("int8 QAT"). Then every exported model and the PyTorch teacher (the reference) are measured in one
+unless `--with_quantization_aware false`, go on distilling that student quantization-aware (`student-qat`:
+`--quantization_aware_epochs` more epochs at `--quantization_aware_learning_rate`, the teacher still teaching)
+and export its int8 graph ("int8 QAT"). Then every exported model and the PyTorch teacher (the reference) are measured in one
 `run_benchmark` call (same test texts, threads and padding), and `sweep.json` / `sweep.md` / `sweep.png` name
 the smallest model that keeps `--min_retention` of the teacher's test accuracy.
 
@@ -78,8 +79,20 @@ class SweepArguments:
     with_quantization_aware: bool = field(
         default=True,
         metadata={
-            "help": "Also distill a quantization-aware student per depth and export its int8 graph (doubles the "
-            "training time; false: fp32 and PTQ int8 only)."
+            "help": "Also go on distilling each student quantization-aware and export its int8 graph (false: fp32 "
+            "and PTQ int8 only)."
+        },
+    )
+    quantization_aware_epochs: float = field(
+        default=1.0,
+        metadata={
+            "help": "Epochs of quantization-aware distillation, starting from the distilled fp32 student."
+        },
+    )
+    quantization_aware_learning_rate: float = field(
+        default=3e-5,
+        metadata={
+            "help": "Learning rate of the quantization-aware distillation (a fine-tune of a trained student)."
         },
     )
     finetune_recipe: str | None = field(
@@ -98,8 +111,12 @@ class SweepArguments:
     max_accuracy_drop: float = field(
         default=0.005, metadata={"help": "Labelled validation accuracy drop gate of each int8 export."}
     )
+    tie_margin: float = field(
+        default=0.1,
+        metadata={"help": "Flips of near-ties not counted by min_agreement (see `distilnlp export`)."},
+    )
     parity_samples: int = field(
-        default=256, metadata={"help": "Validation texts of each export's parity check."}
+        default=1000, metadata={"help": "Validation texts of each export's parity check."}
     )
     latency_runs: int = field(
         default=50, metadata={"help": "Timed batch-1 calls per model in the benchmark."}
@@ -118,17 +135,28 @@ class SweepArguments:
     def __post_init__(self):
         if not 0.0 < self.min_retention <= 1.5:
             raise ValueError(f"min_retention must be in (0, 1.5], got {self.min_retention}.")
+        if self.quantization_aware_epochs <= 0 or self.quantization_aware_learning_rate <= 0:
+            raise ValueError(
+                "quantization_aware_epochs and quantization_aware_learning_rate must be > 0, got "
+                f"{self.quantization_aware_epochs} and {self.quantization_aware_learning_rate}."
+            )
 
 
 SWEEP_TYPES = (SweepDistillArguments, DataArguments, DistillationTrainingArguments, SweepArguments)
 
 
-def variant_config(argv: list[str], output_dir: Path, depth: int, qat: bool, teacher: str | None) -> tuple:
+def variant_config(
+    argv: list[str], output_dir: Path, depth: int, qat_from: Path | None, teacher: str | None, sweep_args=None
+) -> tuple:
     """(DistillArguments, DataArguments, DistillationTrainingArguments) of one student, parsed from the sweep's
     own command line with the variant's settings appended (argparse: the last flag wins), exactly as
-    `distilnlp distill RECIPE --flags` would parse them."""
-    extra = ["--output_dir", str(output_dir), "--quantization_aware", str(qat).lower()]
+    `distilnlp distill RECIPE --flags` would parse them. `qat_from`: the distilled fp32 student that the
+    quantization-aware one starts from (None: the fp32 student itself)."""
+    extra = ["--output_dir", str(output_dir), "--quantization_aware", str(qat_from is not None).lower()]
     extra += ["--teacher", teacher] if teacher else []
+    if qat_from is not None:
+        extra += ["--student", str(qat_from), "--num_train_epochs", str(sweep_args.quantization_aware_epochs)]
+        extra += ["--learning_rate", str(sweep_args.quantization_aware_learning_rate)]
     distill_args, data_args, args, _ = parse_config(SWEEP_TYPES, [*argv, *extra])
     return distill_args.for_depth(depth), data_args, args
 
@@ -167,7 +195,8 @@ def _distill_and_export(
         out / f"layers-{depth}" / f"student{suffix}",
         out / f"layers-{depth}" / f"onnx{suffix}",
     )
-    distill_args, data_args, args = variant_config(argv, student_dir, depth, qat, teacher)
+    qat_from = out / f"layers-{depth}" / "student" if qat else None
+    distill_args, data_args, args = variant_config(argv, student_dir, depth, qat_from, teacher, sweep_args)
     kind = "quantization-aware " if qat else ""
     trained = not (student_dir / DISTILL_RESULTS_FILE).is_file()
     _progress(
@@ -185,6 +214,7 @@ def _distill_and_export(
         model_dir=str(student_dir),
         output_dir=str(onnx_dir),
         min_agreement=sweep_args.min_agreement,
+        tie_margin=sweep_args.tie_margin,
         max_accuracy_drop=sweep_args.max_accuracy_drop,
         parity_samples=sweep_args.parity_samples,
     )

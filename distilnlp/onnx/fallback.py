@@ -1,5 +1,5 @@
-"""Choose an int8 graph that keeps accuracy: the default quantization first, then per-channel weights, then the
-most sensitive nodes kept in fp32.
+"""Choose an int8 graph that keeps accuracy: the fused graph first, then the unfused one with per-channel weights,
+then with the most sensitive nodes kept in fp32.
 
     choice = choose_int8(quantize, validation, gate, per_channel=False, max_fp32_nodes=8, work_dir=tmp)
 
@@ -7,6 +7,10 @@ most sensitive nodes kept in fp32.
 `validation` holds the fp32 graph's logits on validation texts (and their labels, when known), against which each
 candidate is scored; `gate` says what passes. The chain stops at the first candidate that passes:
 
+0. the fused graph (`quantize_fused`, when ONNX Runtime has fusions for the architecture; dynamic quantization
+   only): ORT's transformer fusions (`Attention`, `SkipLayerNormalization`, `BiasGelu`) quantized to `QAttention`
+   and `MatMulInteger`, the fastest int8 graph on CPU (2.3x the unfused one at batch 1 on the 1-layer student),
+   per-tensor then per-channel weights; then, on the unfused graph:
 1. the requested quantization (per-tensor weights unless `per_channel`);
 2. per-channel weights (one scale per output column of each weight matrix: an outlier column no longer crushes
    the resolution of the others);
@@ -14,7 +18,13 @@ candidate is scored; `gate` says what passes. The chain stops at the first candi
    everything *except* that node and measure the mean squared logit error against fp32; the nodes whose exclusion
    lowers the error most are the most sensitive. Then keep the top 1, 2, ... `max_fp32_nodes` of them in fp32
    until the gate passes (per-tensor activations are what per-channel weights cannot fix: an outlier activation
-   feeding one MatMul is fixed only by leaving that MatMul in fp32).
+   feeding one MatMul is fixed only by leaving that MatMul in fp32). A node holding more than a quarter of the
+   graph's weights (a small student's word embeddings: 11.7 M of a 1-layer MiniLM's 13.8 M parameters) is ranked
+   after all the others unless it is clearly the culprit: keeping it in fp32 would undo most of what int8 saves
+   in size.
+
+The reference is the fp32 graph, or, for a quantization-aware student, the fake-quantized PyTorch student (what it
+was trained and evaluated as; its fp32 graph is not what it learned to compute).
 
 Every attempt is recorded (agreement, accuracy, logit error) so the export summary says what was tried and why.
 """
@@ -22,14 +32,14 @@ Every attempt is recorded (agreement, accuracy, logit error) so the export summa
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from transformers.utils import logging
 
-from .parity import ParityError, ParityReport, _run_session, _session
+from .parity import ParityError, ParityReport, _run_session, _session, decisive_agreement
 
 logger = logging.get_logger(__name__)
 
@@ -42,11 +52,18 @@ GATHER_OPS = ("Gather",)
 
 @dataclass
 class Int8Gate:
-    """What an int8 graph must keep: `min_agreement` top-1 agreement with fp32 and, when labels are known, an
-    accuracy at most `max_accuracy_drop` (absolute, 0.005 = half a point) below the fp32 graph's."""
+    """What an int8 graph must keep: `min_agreement` top-1 agreement with the reference, flips between classes
+    within `tie_margin` of probability not counted (`parity.decisive_agreement`), and, when labels are known, an
+    accuracy at most `max_accuracy_drop` (absolute, 0.005 = half a point) below the reference's."""
 
     min_agreement: float = 0.99
     max_accuracy_drop: float = 0.005
+    tie_margin: float = 0.1
+
+    def passes(self, agreement: float, accuracy_drop: float | None) -> bool:
+        return agreement >= self.min_agreement and (
+            accuracy_drop is None or accuracy_drop <= self.max_accuracy_drop
+        )
 
 
 @dataclass
@@ -54,12 +71,15 @@ class Int8Attempt:
     """One candidate int8 graph and its scores on the validation inputs."""
 
     name: str
+    fused: bool
     per_channel: bool
     fp32_nodes: list[str]
-    agreement: float
+    agreement: float  # near-ties not counted: what the gate reads
+    raw_agreement: float  # every flip counted
     accuracy: float | None
     accuracy_drop: float | None
     logit_mse: float
+    max_abs_diff: float
     passed: bool
 
 
@@ -70,10 +90,11 @@ class Int8Choice:
 
     attempts: list[Int8Attempt]
     path: Path
-    fp32_accuracy: float | None
+    fp32_accuracy: float | None  # the reference's (fp32 graph or fake-quantized student) validation accuracy
     num_samples: int
+    reference: str = "fp32 graph"
     sensitivity: dict[str, float] | None = None
-    fake_quant_parity: dict | None = None  # quantization-aware students: int8 graph vs fake-quantized PyTorch
+    fused_ops: dict[str, int] | None = None  # the fused graph's contrib ops; None: no fused graph was tried
     config: object | None = field(default=None, repr=False)  # the QuantizationConfig of the chosen graph
 
     @property
@@ -85,21 +106,24 @@ class Int8Choice:
 
         return {
             "chosen": self.chosen.name,
+            "fused": self.chosen.fused,
             "per_channel": self.chosen.per_channel,
             "fp32_nodes": self.chosen.fp32_nodes,
+            "reference": self.reference,
             "fp32_accuracy": self.fp32_accuracy,
             "num_samples": self.num_samples,
             "attempts": [asdict(a) for a in self.attempts],
             "sensitivity": self.sensitivity,
-            "fake_quant_parity": self.fake_quant_parity,
+            "fused_ops": self.fused_ops,
         }
 
 
 class ValidationSet:
-    """Validation batches, the fp32 graph's logits on them and, optionally, labels (one per example).
+    """Validation batches, the reference logits on them and, optionally, labels (one per example).
 
-    Token-classification graphs (logits of shape (batch, length, labels)) are scored per real token and take no
-    labels here.
+    The reference is the graph at `fp32_path`, or `reference_logits` (one array per batch) when given: a
+    quantization-aware student's fake-quantized logits. Token-classification graphs (logits of shape
+    (batch, length, labels)) are scored per real token and take no labels here.
     """
 
     def __init__(
@@ -107,10 +131,15 @@ class ValidationSet:
         fp32_path: str | os.PathLike,
         batches: Sequence[dict[str, np.ndarray]],
         labels: Sequence[int] | None = None,
+        reference_logits: Sequence[np.ndarray] | None = None,
+        tie_margin: float = 0.1,
     ):
         self.batches = list(batches)
-        session = _session(fp32_path)
-        self.fp32_logits = [_run_session(session, b) for b in self.batches]
+        self.tie_margin = tie_margin
+        if reference_logits is None:
+            session = _session(fp32_path)
+            reference_logits = [_run_session(session, b) for b in self.batches]
+        self.fp32_logits = list(reference_logits)
         self.token_level = self.fp32_logits[0].ndim == 3
         self.num_samples = sum(len(b["input_ids"]) for b in self.batches)
         if labels is not None and (self.token_level or len(labels) < self.num_samples):
@@ -126,35 +155,50 @@ class ValidationSet:
             return None
         return float((np.concatenate(logits).argmax(-1) == self.labels).mean())
 
-    def score(self, path: str | os.PathLike) -> tuple[float, float | None, float]:
-        """(top-1 agreement with fp32, accuracy or None, mean squared logit error) of the graph at `path`."""
+    def score(self, path: str | os.PathLike) -> tuple[float, float, float | None, float, float]:
+        """(top-1 agreement with the reference outside near-ties, top-1 agreement, accuracy or None, mean squared
+        and max absolute logit error) of the graph at `path`."""
         session = _session(path)
-        agree = total = 0
-        squared = count = 0.0
+        agree = decisive = total = 0
+        squared = count = largest = 0.0
         logits = []
         for batch, reference in zip(self.batches, self.fp32_logits, strict=True):
             q = _run_session(session, batch)
             logits.append(q)
             mask = batch["attention_mask"].astype(bool) if self.token_level else np.ones(len(q), dtype=bool)
             agree += int((q.argmax(-1) == reference.argmax(-1))[mask].sum())
+            decisive += int(decisive_agreement(reference, q, self.tie_margin)[mask].sum())
             total += int(mask.sum())
             squared += float(((q - reference) ** 2)[mask].sum())
+            largest = max(largest, float(np.abs(q - reference)[mask].max(initial=0.0)))
             count += float(mask.sum()) * q.shape[-1]
-        return agree / total, self._accuracy(logits), squared / count
+        return decisive / total, agree / total, self._accuracy(logits), squared / count, largest
 
 
 def quantizable_nodes(onnx_path: str | os.PathLike) -> dict[str, str]:
     """{name: op type} of the nodes of the fp32 graph that int8 quantization turns into integer ops, in graph
     order: the candidates of the sensitivity pass."""
+    return {name: op for name, (op, _) in _weight_nodes(onnx_path).items()}
+
+
+def bulky_nodes(onnx_path: str | os.PathLike, share: float = 0.25) -> set[str]:
+    """Quantizable nodes whose weights are more than `share` of all the graph's weight elements."""
+    nodes = _weight_nodes(onnx_path)
+    total = sum(size for _, size in nodes.values())
+    return {name for name, (_, size) in nodes.items() if size > share * total}
+
+
+def _weight_nodes(onnx_path: str | os.PathLike) -> dict[str, tuple[str, int]]:
+    """{name: (op type, weight elements)} of the quantizable nodes, in graph order."""
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
+    sizes = {i.name: int(np.prod(i.dims)) for i in graph.initializer}
     return {
-        node.name: node.op_type
+        node.name: (node.op_type, sum(sizes.get(name, 0) for name in node.input))
         for node in graph.node
         if node.name
-        and (node.op_type in MATMUL_OPS or (node.op_type in GATHER_OPS and node.input[0] in initializers))
+        and (node.op_type in MATMUL_OPS or (node.op_type in GATHER_OPS and node.input[0] in sizes))
     }
 
 
@@ -165,6 +209,7 @@ def _exclusions(nodes: Sequence[str], op_types: dict[str, str]) -> list[str]:
 
 
 Quantize = Callable[[bool, list[str], Path], tuple[Path, object]]
+QuantizeFused = Callable[[bool, Path], tuple[Path, object]]
 
 
 def choose_int8(
@@ -177,36 +222,52 @@ def choose_int8(
     per_channel: bool = False,
     fallback: bool = True,
     max_fp32_nodes: int = 8,
+    rank_last: Collection[str] = (),
+    reference: str = "fp32 graph",
+    quantize_fused: QuantizeFused | None = None,
 ) -> Int8Choice:
     """Run the chain described in the module docstring; return the first passing attempt.
 
-    `quantize(per_channel, nodes_to_exclude, save_dir)` returns (path of the int8 graph, its config);
-    `candidates` are the node names the sensitivity pass may keep in fp32 (see `quantizable_nodes`).
+    `quantize(per_channel, nodes_to_exclude, save_dir)` returns (path of the int8 graph, its config), and
+    `quantize_fused(per_channel, save_dir)` the same for the fused graph (None: no fused attempts);
+    `candidates` are the node names the sensitivity pass may keep in fp32 (see `quantizable_nodes`), of which
+    `rank_last` (see `bulky_nodes`) are tried only after the others; `reference` names what `validation` holds.
 
     Raises:
         ParityError: no attempt passed; the message names the best attempt's agreement and accuracy drop.
     """
     work_dir = Path(work_dir)
-    choice = Int8Choice([], Path(), validation.fp32_accuracy, validation.num_samples)
+    choice = Int8Choice([], Path(), validation.fp32_accuracy, validation.num_samples, reference)
 
-    def attempt(name: str, channel: bool, fp32_nodes: list[str]) -> Int8Attempt:
+    def attempt(name: str, channel: bool, fp32_nodes: list[str], fused: bool = False) -> Int8Attempt:
         save_dir = work_dir / f"attempt{len(choice.attempts)}"
-        path, config = quantize(channel, fp32_nodes, save_dir)
-        agreement, accuracy, mse = validation.score(path)
+        if fused:
+            path, config = quantize_fused(channel, save_dir)
+        else:
+            path, config = quantize(channel, fp32_nodes, save_dir)
+        agreement, raw, accuracy, mse, largest = validation.score(path)
         drop = None if accuracy is None else validation.fp32_accuracy - accuracy
-        passed = agreement >= gate.min_agreement and (drop is None or drop <= gate.max_accuracy_drop)
-        result = Int8Attempt(name, channel, list(fp32_nodes), agreement, accuracy, drop, mse, passed)
+        passed = gate.passes(agreement, drop)
+        result = Int8Attempt(
+            name, fused, channel, list(fp32_nodes), agreement, raw, accuracy, drop, mse, largest, passed
+        )
         choice.attempts.append(result)
         choice.path, choice.config = path, config
         logger.info(f"int8 {name}: {_describe(result)}{'' if passed else ' (fails the gate)'}")
         return result
 
-    first = attempt("per-channel" if per_channel else "default", per_channel, [])
+    if quantize_fused is not None:
+        fused = attempt("fused per-channel" if per_channel else "fused", per_channel, [], fused=True)
+        if fused.passed or not fallback:
+            return _finish(choice, gate)
+        if not per_channel and attempt("fused per-channel", True, [], fused=True).passed:
+            return _finish(choice, gate)
+    first = attempt("unfused per-channel" if per_channel else "unfused", per_channel, [])
     if first.passed or not fallback:
         return _finish(choice, gate)
     base = first
     if not per_channel:
-        channel = attempt("per-channel", True, [])
+        channel = attempt("unfused per-channel", True, [])
         if channel.passed:
             return _finish(choice, gate)
         base = min(first, channel, key=lambda a: a.logit_mse)
@@ -217,18 +278,28 @@ def choose_int8(
     sensitivity = {}
     for node in candidates:
         path, _ = quantize(base.per_channel, [node], work_dir / "sensitivity")
-        sensitivity[node] = validation.score(path)[2]
+        sensitivity[node] = validation.score(path)[3]
     choice.sensitivity = dict(sorted(sensitivity.items(), key=lambda kv: kv[1]))
-    ranked = list(choice.sensitivity)
-    mode = "per-channel" if base.per_channel else "per-tensor"
+    ranked = rank_sensitive(choice.sensitivity, rank_last)
+    mode = "unfused per-channel" if base.per_channel else "unfused per-tensor"
     for k in range(1, min(max_fp32_nodes, len(ranked)) + 1):
         if attempt(f"{mode} + {k} fp32 node{'s' * (k > 1)}", base.per_channel, ranked[:k]).passed:
             return _finish(choice, gate)
     return _finish(choice, gate)
 
 
+def rank_sensitive(sensitivity: dict[str, float], bulky: Collection[str] = ()) -> list[str]:
+    """Nodes to keep in fp32, first to last: by `sensitivity` (logit error with that node alone in fp32), lowest
+    first, except that a `bulky` node goes after all the others unless its error is under half of every other
+    node's (it is then clearly the culprit, and worth its size)."""
+    light = min((error for node, error in sensitivity.items() if node not in bulky), default=float("inf"))
+    return sorted(
+        sensitivity, key=lambda node: (node in bulky and 2 * sensitivity[node] >= light, sensitivity[node])
+    )
+
+
 def _describe(a: Int8Attempt) -> str:
-    text = f"top-1 agreement {a.agreement:.2%}"
+    text = f"top-1 agreement {a.agreement:.2%} outside near-ties ({a.raw_agreement:.2%} with them)"
     if a.accuracy is not None:
         text += f", accuracy {a.accuracy:.2%} ({-a.accuracy_drop * 100:+.2f} points vs fp32)"
     return text
@@ -245,12 +316,17 @@ def _finish(choice: Int8Choice, gate: Int8Gate) -> Int8Choice:
             f"{best.accuracy:.2%}; max_accuracy_drop={gate.max_accuracy_drop:g})"
         )
     raise ParityError(
-        f"No int8 graph keeps the fp32 model's predictions on {choice.num_samples} validation inputs: the best of "
+        f"No int8 graph keeps the predictions of the {choice.reference} on {choice.num_samples} validation inputs: "
+        f"the best of "
         f"{len(choice.attempts)} attempts ({best.name}) agrees on {best.agreement:.2%} of top-1 predictions "
-        f"(min_agreement={gate.min_agreement:g}){accuracy}. Raise --max_fp32_nodes, try --quantize static, or "
+        f"outside near-ties (min_agreement={gate.min_agreement:g}, tie_margin={gate.tie_margin:g}){accuracy}. Raise --max_fp32_nodes, try --quantize static, or "
         "loosen --min_agreement / --max_accuracy_drop.",
         ParityReport(
-            choice.num_samples, agreement=best.agreement, threshold_min_agreement=gate.min_agreement
+            choice.num_samples,
+            agreement=best.raw_agreement,
+            threshold_min_agreement=gate.min_agreement,
+            decisive_agreement=best.agreement,
+            tie_margin=gate.tie_margin,
         ),
     )
 
@@ -265,20 +341,25 @@ def quantize_and_choose(
     output_dir: Path,
     batches: Sequence[dict[str, np.ndarray]],
     labels: Sequence[int] | None,
-    quantization_aware: bool = False,
+    fake_quantized_logits: Sequence[np.ndarray] | None = None,
 ) -> Int8Choice:
     """`choose_int8` with Optimum's `ORTQuantizer` (built on `onnx_path`); the chosen graph is moved to
     `output_dir / QUANTIZED_FILE`. `args` is the export's `ExportArguments` (preset, per_channel, gate, chain).
 
-    A `quantization_aware` student is quantized as it was trained: per-channel weights, attention's activation
-    products in fp32 (`qat_nodes_to_exclude`)."""
+    A quantization-aware student (`fake_quantized_logits`: its fake-quantized logits on `batches`, the chain's
+    reference) is quantized as it was trained: per-channel weights, attention's activation products in fp32
+    (`qat_nodes_to_exclude`)."""
     import shutil
     import tempfile
 
+    from optimum.onnxruntime import ORTQuantizer
+
     from ..artifacts import QUANTIZED_FILE
     from ..quantization_aware import qat_nodes_to_exclude
+    from .fusion import fused_graph
     from .quantize import _quantization_config
 
+    quantization_aware = fake_quantized_logits is not None
     candidates = quantizable_nodes(onnx_path)
     always = qat_nodes_to_exclude(onnx_path) if quantization_aware else []
     candidates = {n: op for n, op in candidates.items() if n not in always}
@@ -289,11 +370,21 @@ def quantize_and_choose(
         quantizer.quantize(config, save_dir=save_dir, calibration_tensors_range=ranges)
         return Path(save_dir) / QUANTIZED_FILE, config
 
-    validation = ValidationSet(onnx_path, batches, labels)
-    gate = Int8Gate(min_agreement=args.min_agreement, max_accuracy_drop=args.max_accuracy_drop)
+    validation = ValidationSet(onnx_path, batches, labels, fake_quantized_logits, args.tie_margin)
+    gate = Int8Gate(args.min_agreement, args.max_accuracy_drop, args.tie_margin)
     with tempfile.TemporaryDirectory(
         dir=output_dir
     ) as tmp:  # candidates are scratch; the same disk for the move
+        # Static calibration ranges are named after the unfused graph's tensors: static stays unfused.
+        fused = fused_graph(onnx_path.parent, Path(tmp) / "fused") if args.fuse and not is_static else None
+
+        def quantize_fused(per_channel: bool, save_dir: Path) -> tuple[Path, object]:
+            config = _quantization_config(args.preset, False, per_channel)
+            ORTQuantizer.from_pretrained(fused.path.parent, file_name=fused.path.name).quantize(
+                config, save_dir=save_dir
+            )
+            return Path(save_dir) / QUANTIZED_FILE, config
+
         choice = choose_int8(
             quantize,
             validation,
@@ -303,6 +394,10 @@ def quantize_and_choose(
             per_channel=args.per_channel or quantization_aware,
             fallback=args.fallback,
             max_fp32_nodes=args.max_fp32_nodes,
+            rank_last=bulky_nodes(onnx_path),
+            reference="fake-quantized student" if quantization_aware else "fp32 graph",
+            quantize_fused=quantize_fused if fused is not None else None,
         )
+        choice.fused_ops = fused.ops if fused is not None else None
         choice.path = Path(shutil.move(choice.path, output_dir / QUANTIZED_FILE))
     return choice

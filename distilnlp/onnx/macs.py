@@ -7,7 +7,9 @@ The graph count runs the graph once on synthetic inputs of the given shape with 
 node (MatMul, MatMulInteger, Gemm, QLinearMatMul, MatMulIntegerToFloat, DynamicQuantizeMatMul) exposed as extra
 outputs, so shapes come from ONNX Runtime itself rather than from shape inference (which cannot follow the
 Shape -> Gather -> Concat -> Reshape chains of an exported attention block). It therefore counts exactly what
-the graph computes, attention's score (Q K^T) and context (P V) products included.
+the graph computes, attention's score (Q K^T) and context (P V) products included. ONNX Runtime's fused
+`Attention` / `QAttention` (the fused int8 graph) count their Q, K, V projection, (B, S, H) x (H, 3H), plus the
+two products inside, 2 B S^2 H; in `QAttention` the projection is int8 and the products fp32.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ MATMUL_OPS = {
     "MatMulIntegerToFloat": (0, 1),
     "DynamicQuantizeMatMul": (0, 1),
 }
-INT8_OPS = {"MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
+# Fused attention: input (B, S, H) and packed Q, K, V weight (H, 3H).
+ATTENTION_OPS = {"Attention": (0, 1), "QAttention": (0, 1)}
+INT8_OPS = {"MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QAttention"}
+ATTENTION_PRODUCTS = "attention products (in fused attention)"  # fp32 in both fused ops
 
 
 def matmul_node_macs(op_type: str, a_shape, b_shape, attributes: dict | None = None) -> int:
@@ -74,10 +79,11 @@ def matmul_macs(onnx_path: str | os.PathLike, batch: int, sequence_length: int) 
     model = onnx.load(str(onnx_path))
     graph = model.graph
     constants = {init.name: list(init.dims) for init in graph.initializer}
-    nodes = [n for n in graph.node if n.op_type in MATMUL_OPS]
+    operands = MATMUL_OPS | ATTENTION_OPS
+    nodes = [n for n in graph.node if n.op_type in operands]
     dynamic = []  # operand names whose shape is known only at run time
     for node in nodes:
-        for index in MATMUL_OPS[node.op_type]:
+        for index in operands[node.op_type]:
             name = node.input[index]
             if name not in constants and name not in dynamic:
                 dynamic.append(name)
@@ -100,11 +106,15 @@ def matmul_macs(onnx_path: str | os.PathLike, batch: int, sequence_length: int) 
 
     by_op: dict[str, int] = defaultdict(int)
     for node in nodes:
-        ia, ib = MATMUL_OPS[node.op_type]
+        ia, ib = operands[node.op_type]
+        a, b = shapes[node.input[ia]], shapes[node.input[ib]]
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        by_op[node.op_type] += matmul_node_macs(
-            node.op_type, shapes[node.input[ia]], shapes[node.input[ib]], attributes
-        )
+        if node.op_type in ATTENTION_OPS:  # projection (B, S, H) x (H, 3H), then S x S scores and context
+            by_op[node.op_type] += matmul_node_macs("MatMul", a, b)
+            batch, length, hidden = a
+            by_op[ATTENTION_PRODUCTS] += 2 * batch * length * length * hidden
+            continue
+        by_op[node.op_type] += matmul_node_macs(node.op_type, a, b, attributes)
     return {
         "total": sum(by_op.values()),
         "int8": sum(v for op, v in by_op.items() if op in INT8_OPS),

@@ -35,14 +35,19 @@ class ParityReport:
 
     num_samples: int
     max_abs_diff: float | None = None
-    agreement: float | None = None
+    agreement: float | None = None  # every flipped top-1 prediction counts
     threshold_max_abs_diff: float | None = None
     threshold_min_agreement: float | None = None
+    decisive_agreement: float | None = None  # flips within `tie_margin` do not count: what is gated
+    tie_margin: float | None = None
 
     def __str__(self) -> str:
         parts = []
         if self.agreement is not None:
-            parts.append(f"top-1 agreement {self.agreement:.2%} (>= {self.threshold_min_agreement:.2%})")
+            parts.append(
+                f"top-1 agreement {self.decisive_agreement:.2%} outside ties (>= {self.threshold_min_agreement:.2%}; "
+                f"{self.agreement:.2%} with ties)"
+            )
         elif self.max_abs_diff is not None:
             parts.append(
                 f"max |logit difference| {self.max_abs_diff:.2e} (<= {self.threshold_max_abs_diff:g})"
@@ -167,6 +172,16 @@ def predicted_positions(batch: dict[str, np.ndarray], logits: np.ndarray) -> np.
     return np.ones(len(logits), dtype=bool)
 
 
+def decisive_agreement(reference: np.ndarray, other: np.ndarray, tie_margin: float) -> np.ndarray:
+    """Per prediction (logits (..., C) -> (...)): True where `other` picks the reference's top-1 class, or a class
+    whose reference probability is within `tie_margin` of the top-1's (a near-tie, which any rounding may flip and
+    which was a coin flip to begin with). `tie_margin=0` counts every flip."""
+    shifted = np.exp(reference - reference.max(-1, keepdims=True))
+    probabilities = shifted / shifted.sum(-1, keepdims=True)
+    picked = np.take_along_axis(probabilities, other.argmax(-1)[..., None], -1)[..., 0]
+    return probabilities.max(-1) - picked <= tie_margin
+
+
 def check_parity(
     reference: PreTrainedModel | str | os.PathLike,
     onnx_path: str | os.PathLike,
@@ -178,6 +193,7 @@ def check_parity(
     max_length: int = 128,
     max_abs_diff: float = 1e-4,
     min_agreement: float = 0.99,
+    tie_margin: float = 0.1,
 ) -> ParityReport:
     """Check that `onnx_path` reproduces `reference` and, if given, that `quantized_path` agrees with it.
 
@@ -185,7 +201,8 @@ def check_parity(
     Inputs are `texts` (at most `num_samples`) or, with none, `num_samples` random token-id sequences of varying
     length. Measures (a) the max |logit difference| between fp32 ONNX and PyTorch over real (non-padding)
     positions, and (b) the fraction of top-1 predictions (per example, or per real token for token
-    classification) on which the int8 graph agrees with the fp32 graph.
+    classification) on which the int8 graph agrees with the fp32 graph, not counting flips between classes
+    within `tie_margin` of probability (`decisive_agreement`; the raw fraction is reported too).
 
     Raises:
         ParityError: when (a) > `max_abs_diff` or (b) < `min_agreement`, or a graph cannot be run.
@@ -201,7 +218,7 @@ def check_parity(
 
     fp32 = _session(onnx_path)
     int8 = _session(quantized_path) if quantized_path is not None else None
-    max_diff, agree, total = 0.0, 0, 0
+    max_diff, agree, decisive, total = 0.0, 0, 0, 0
     with torch.inference_mode():
         for batch in batches:
             onnx_logits = _run_session(fp32, batch)
@@ -217,6 +234,7 @@ def check_parity(
             if int8 is not None:
                 q_logits = _run_session(int8, batch)
                 agree += int((q_logits.argmax(-1) == onnx_logits.argmax(-1))[mask].sum())
+                decisive += int(decisive_agreement(onnx_logits, q_logits, tie_margin)[mask].sum())
                 total += int(mask.sum())
 
     report = ParityReport(
@@ -225,6 +243,8 @@ def check_parity(
         agreement=agree / total if int8 is not None else None,
         threshold_max_abs_diff=max_abs_diff,
         threshold_min_agreement=min_agreement if int8 is not None else None,
+        decisive_agreement=decisive / total if int8 is not None else None,
+        tie_margin=tie_margin if int8 is not None else None,
     )
     if not max_diff <= max_abs_diff:  # also catches NaN
         raise ParityError(
@@ -233,11 +253,12 @@ def check_parity(
             "the difference is expected and the threshold can be raised with --max_abs_diff.",
             report,
         )
-    if report.agreement is not None and report.agreement < min_agreement:
+    if report.decisive_agreement is not None and report.decisive_agreement < min_agreement:
         raise ParityError(
-            f"{Path(quantized_path).name} agrees with the fp32 model on only {report.agreement:.2%} of top-1 "
-            f"predictions ({agree}/{total}), below min_agreement={min_agreement:g}. Try --per_channel, another "
-            "--quantize mode or --calibration_method, or lower the threshold with --min_agreement.",
+            f"{Path(quantized_path).name} agrees with the fp32 model on only {report.decisive_agreement:.2%} of "
+            f"top-1 predictions ({decisive}/{total}, near-ties within {tie_margin:g} not counted), below "
+            f"min_agreement={min_agreement:g}. Try --per_channel, another --quantize mode or --calibration_method, "
+            "or lower the threshold with --min_agreement.",
             report,
         )
     return report
