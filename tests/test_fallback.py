@@ -63,7 +63,9 @@ GATE = {"min_agreement": 0.97, "max_accuracy_drop": 0.02}
 
 def test_weight_outlier_falls_back_to_per_channel(tmp_path):
     model_dir, labels = crafted_model(tmp_path / "model", "weight")
-    result = export_model(model_dir, tmp_path / "onnx", parity_texts=TEXTS, parity_labels=labels, **GATE)
+    result = export_model(
+        model_dir, tmp_path / "onnx", parity_texts=TEXTS, parity_labels=labels, per_channel=False, **GATE
+    )
     default, chosen = result.int8_choice.attempts
     assert default.name == "fused" and not default.passed and default.agreement < 0.6
     assert default.accuracy_drop == pytest.approx(1 - default.accuracy) and default.accuracy < 0.6
@@ -92,14 +94,9 @@ def test_activation_outlier_keeps_the_sensitive_matmul_in_fp32(tmp_path):
     result = export_model(model_dir, tmp_path / "onnx", parity_texts=TEXTS, parity_labels=labels, **GATE)
     choice = result.int8_choice
     names = [a.name for a in choice.attempts]
-    # Fused graphs first (no node can be kept in fp32 there), then the unfused chain.
-    assert names == [
-        "fused",
-        "fused per-channel",
-        "unfused",
-        "unfused per-channel",
-        "unfused per-channel + 1 fp32 node",
-    ]
+    # The fused graph first (no node can be kept in fp32 there), then the unfused chain; weights per-channel by
+    # default.
+    assert names == ["fused per-channel", "unfused per-channel", "unfused per-channel + 1 fp32 node"]
     assert not any(a.passed for a in choice.attempts[:-1])
     culprit = "/bert/encoder/layer.0/output/dense/MatMul"
     # The sensitivity pass ranks the culprit first, far ahead of the rest.

@@ -99,7 +99,15 @@ class ExportArguments:
             "Default: chosen from the CPU this runs on."
         },
     )
-    per_channel: bool = field(default=False, metadata={"help": "Quantize weights per output channel."})
+    per_channel: bool = field(
+        default=True,
+        metadata={
+            # Measured on the sentence students (seeds 0-1, 1 and 2 layers): 1.1x to 3.6x lower logit error than
+            # per-tensor weights, at the same graph size and ops.
+            "help": "Quantize weights with one scale per output channel (false: one per matrix, the first attempt "
+            "of the fallback chain is then per-tensor)."
+        },
+    )
     fuse: bool = field(
         default=True,
         metadata={
@@ -206,7 +214,7 @@ def export_model(
     optimize: int | None = None,
     quantize: str = "dynamic",
     preset: str | None = None,
-    per_channel: bool = False,
+    per_channel: bool = True,
     fuse: bool = True,
     calibration_texts: Sequence[str] | None = None,
     calibration_samples: int = 128,
