@@ -146,7 +146,7 @@ SWEEP_TYPES = (SweepDistillArguments, DataArguments, DistillationTrainingArgumen
 
 
 def variant_config(
-    argv: list[str], output_dir: Path, depth: int, qat_from: Path | None, teacher: str | None, sweep_args=None
+    argv: list[str], output_dir: Path, depth: int, qat_from: Path | None, teacher: str | None, sweep_args
 ) -> tuple:
     """(DistillArguments, DataArguments, DistillationTrainingArguments) of one student, parsed from the sweep's
     own command line with the variant's settings appended (argparse: the last flag wins), exactly as

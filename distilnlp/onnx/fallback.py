@@ -39,7 +39,14 @@ from pathlib import Path
 import numpy as np
 from transformers.utils import logging
 
-from .parity import ParityError, ParityReport, _run_session, _session, decisive_agreement
+from .parity import (
+    ParityError,
+    ParityReport,
+    _run_session,
+    _session,
+    decisive_agreement,
+    predicted_positions,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -132,10 +139,8 @@ class ValidationSet:
         batches: Sequence[dict[str, np.ndarray]],
         labels: Sequence[int] | None = None,
         reference_logits: Sequence[np.ndarray] | None = None,
-        tie_margin: float = 0.1,
     ):
         self.batches = list(batches)
-        self.tie_margin = tie_margin
         if reference_logits is None:
             session = _session(fp32_path)
             reference_logits = [_run_session(session, b) for b in self.batches]
@@ -155,9 +160,11 @@ class ValidationSet:
             return None
         return float((np.concatenate(logits).argmax(-1) == self.labels).mean())
 
-    def score(self, path: str | os.PathLike) -> tuple[float, float, float | None, float, float]:
-        """(top-1 agreement with the reference outside near-ties, top-1 agreement, accuracy or None, mean squared
-        and max absolute logit error) of the graph at `path`."""
+    def score(
+        self, path: str | os.PathLike, tie_margin: float = 0.0
+    ) -> tuple[float, float, float | None, float, float]:
+        """(top-1 agreement with the reference outside near-ties of `tie_margin`, top-1 agreement, accuracy or
+        None, mean squared and max absolute logit error) of the graph at `path`."""
         session = _session(path)
         agree = decisive = total = 0
         squared = count = largest = 0.0
@@ -165,9 +172,9 @@ class ValidationSet:
         for batch, reference in zip(self.batches, self.fp32_logits, strict=True):
             q = _run_session(session, batch)
             logits.append(q)
-            mask = batch["attention_mask"].astype(bool) if self.token_level else np.ones(len(q), dtype=bool)
+            mask = predicted_positions(batch, q)
             agree += int((q.argmax(-1) == reference.argmax(-1))[mask].sum())
-            decisive += int(decisive_agreement(reference, q, self.tie_margin)[mask].sum())
+            decisive += int(decisive_agreement(reference, q, tie_margin)[mask].sum())
             total += int(mask.sum())
             squared += float(((q - reference) ** 2)[mask].sum())
             largest = max(largest, float(np.abs(q - reference)[mask].max(initial=0.0)))
@@ -245,7 +252,7 @@ def choose_int8(
             path, config = quantize_fused(channel, save_dir)
         else:
             path, config = quantize(channel, fp32_nodes, save_dir)
-        agreement, raw, accuracy, mse, largest = validation.score(path)
+        agreement, raw, accuracy, mse, largest = validation.score(path, gate.tie_margin)
         drop = None if accuracy is None else validation.fp32_accuracy - accuracy
         passed = gate.passes(agreement, drop)
         result = Int8Attempt(
@@ -317,10 +324,9 @@ def _finish(choice: Int8Choice, gate: Int8Gate) -> Int8Choice:
         )
     raise ParityError(
         f"No int8 graph keeps the predictions of the {choice.reference} on {choice.num_samples} validation inputs: "
-        f"the best of "
-        f"{len(choice.attempts)} attempts ({best.name}) agrees on {best.agreement:.2%} of top-1 predictions "
-        f"outside near-ties (min_agreement={gate.min_agreement:g}, tie_margin={gate.tie_margin:g}){accuracy}. Raise --max_fp32_nodes, try --quantize static, or "
-        "loosen --min_agreement / --max_accuracy_drop.",
+        f"the best of {len(choice.attempts)} attempts ({best.name}) agrees on {best.agreement:.2%} of top-1 "
+        f"predictions outside near-ties (min_agreement={gate.min_agreement:g}, tie_margin={gate.tie_margin:g})"
+        f"{accuracy}. Raise --max_fp32_nodes, try --quantize static, or loosen --min_agreement / --max_accuracy_drop.",
         ParityReport(
             choice.num_samples,
             agreement=best.raw_agreement,
@@ -370,7 +376,7 @@ def quantize_and_choose(
         quantizer.quantize(config, save_dir=save_dir, calibration_tensors_range=ranges)
         return Path(save_dir) / QUANTIZED_FILE, config
 
-    validation = ValidationSet(onnx_path, batches, labels, fake_quantized_logits, args.tie_margin)
+    validation = ValidationSet(onnx_path, batches, labels, fake_quantized_logits)
     gate = Int8Gate(args.min_agreement, args.max_accuracy_drop, args.tie_margin)
     with tempfile.TemporaryDirectory(
         dir=output_dir
