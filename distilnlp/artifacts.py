@@ -11,12 +11,12 @@ DISTILL_RESULTS_FILE = "distill_results.json"
 PROJECTIONS_FILE = "distillation_projections.safetensors"
 RUN_SETTINGS_FILE = "distilnlp_run_settings.json"  # distillation settings + length of the run in output_dir
 RUN_LOCK_FILE = "_distilnlp.lock"  # "_" prefix: Trainer.push_to_hub never uploads it
-# distilnlp export (an Optimum model folder)
+# distilnlp export (a model folder that distilnlp.onnx.OnnxClassifier and Optimum's ORTModelFor* load)
 ONNX_FILE = "model.onnx"
 OPTIMIZED_FILE = "model_optimized.onnx"
 QUANTIZED_FILE = "model_quantized.onnx"
 EXPORT_SUMMARY_FILE = "distilnlp_export.json"
-ORT_CONFIG_FILE = "ort_config.json"
+ORT_CONFIG_FILE = "ort_config.json"  # written by exports before 0.2 (Optimum); removed on re-export
 EXPORT_STAGING_PREFIX = ".distilnlp-export-"  # temporary sibling folder an export is built in
 # vocabulary trimming (distilnlp.vocabulary): what was kept, beside the trimmed model
 VOCABULARY_TRIM_FILE = "distilnlp_vocabulary.json"
@@ -30,7 +30,7 @@ BENCHMARK_MARKDOWN_FILE = "benchmark.md"
 BENCHMARK_PLOT_FILE = "benchmark.png"
 
 CORE_PACKAGES = ("torch", "transformers", "datasets", "accelerate")
-ONNX_PACKAGES = ("onnx", "onnxruntime", "optimum", "optimum-onnx")
+ONNX_PACKAGES = ("onnx", "onnxruntime")
 
 
 def package_versions(*names: str) -> dict[str, str]:

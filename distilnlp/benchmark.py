@@ -163,29 +163,16 @@ def onnx_stage(
     *,
     num_threads: int | None = None,
 ) -> Stage:
-    """An ONNX sequence classifier in `onnx_model_dir` (as written by `export_model`) as a `Stage`.
-
-    Loaded with Optimum's `ORTModelForSequenceClassification` on the CPU provider, with `num_threads` intra-op
-    threads (default `os.cpu_count()`, like `BenchmarkArguments.num_threads`) and one inter-op thread.
-    """
-    from .onnx.tasks import require_onnx
-
-    require_onnx("An ONNX benchmark stage")
-    import onnxruntime as ort
-    from optimum.onnxruntime import ORTModelForSequenceClassification
+    """An ONNX sequence classifier in `onnx_model_dir` (as written by `export_model`) as a `Stage`, run by
+    `OnnxClassifier` on the CPU provider with `num_threads` intra-op threads (default `os.cpu_count()`, like
+    `BenchmarkArguments.num_threads`) and one inter-op thread."""
+    from .onnx.runtime import OnnxClassifier
 
     num_threads = num_threads or os.cpu_count() or 1
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = num_threads
-    options.inter_op_num_threads = 1
-    model = ORTModelForSequenceClassification.from_pretrained(
-        onnx_model_dir, file_name=file_name, session_options=options, provider="CPUExecutionProvider"
-    )
-    accepted = set(model.input_names)
+    model = OnnxClassifier.from_pretrained(onnx_model_dir, file_name, num_threads=num_threads)
 
     def predict(batch: Batch) -> np.ndarray:
-        inputs = {k: np.asarray(v, dtype=np.int64) for k, v in batch.items() if k in accepted}
-        return np.asarray(model(**inputs).logits)
+        return model.logits(batch)
 
     path = Path(onnx_model_dir) / file_name
     return Stage(name, predict, path.stat().st_size, onnx_num_parameters(path), tokenizer, num_threads)

@@ -88,12 +88,12 @@ _SWAPS = {nn.Linear: FakeQuantLinear, nn.Embedding: FakeQuantEmbedding}
 def make_quantization_aware(model: nn.Module, preset: str | None = None) -> nn.Module:
     """Switch every Linear / Embedding of `model` to its fake-quantized twin (in place) and record the ORT preset
     (`onnx.quantize.PRESETS`; default: the CPU this runs on, as `distilnlp export` chooses) in the config."""
-    from .onnx.quantize import _quantization_config, default_preset
+    from .onnx.quantize import default_preset, unsigned_weights
 
     preset = preset or getattr(getattr(model, "config", None), CONFIG_FLAG, None) or default_preset()
     if not isinstance(preset, str):  # a config marked True by an earlier version of this flag
         preset = default_preset()
-    unsigned = str(_quantization_config(preset, False, True).weights_dtype).endswith("QUInt8")
+    unsigned = unsigned_weights(preset)
     for module in model.modules():
         if type(module) in _SWAPS:
             module.__class__ = _SWAPS[type(module)]

@@ -10,9 +10,7 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 
 import pytest  # noqa: E402
 
-from distilnlp.onnx.tasks import ONNX_EXTRA_MODULES, _missing  # noqa: E402
-
-# Test modules that export or run ONNX graphs: every test in them is marked `onnx`.
+# Test modules that export or run ONNX graphs: every test in them is marked `onnx` (deselect with -m "not onnx").
 ONNX_MODULES = (
     "test_export.py",
     "test_benchmark.py",
@@ -23,18 +21,8 @@ ONNX_MODULES = (
     "test_vocabulary.py",
     "test_sweep.py",
     "test_int8_peak.py",
+    "test_runtime.py",
 )
-ONNX_AVAILABLE = not any(_missing(module) for module in ONNX_EXTRA_MODULES)
-if not ONNX_AVAILABLE:
-    collect_ignore = list(ONNX_MODULES)  # they import onnx / optimum at module level
-
-
-def pytest_configure(config):
-    # Without the onnx extra the ONNX tests can only be left out on purpose, never skipped silently.
-    if not ONNX_AVAILABLE and "not onnx" not in (config.option.markexpr or ""):
-        raise pytest.UsageError(
-            "The ONNX tests need the onnx extra (pip install -e '.[onnx]'); to run the rest, add -m 'not onnx'."
-        )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -4,9 +4,9 @@ import json
 
 import onnx
 from tiny import save_tiny_model, write_topic_csv
-from transformers import AutoTokenizer, pipeline
 
 from distilnlp.commands.cli import main
+from distilnlp.onnx import OnnxClassifier
 
 
 def test_export_then_benchmark_from_the_command_line(tmp_path, capsys):
@@ -39,10 +39,8 @@ def test_export_then_benchmark_from_the_command_line(tmp_path, capsys):
     ops = {node.op_type for node in onnx.load(str(onnx_dir / "model_quantized.onnx")).graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeLinear"}
 
-    from optimum.onnxruntime import ORTModelForSequenceClassification
-
-    model = ORTModelForSequenceClassification.from_pretrained(onnx_dir, file_name="model_quantized.onnx")
-    classify = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(onnx_dir))
+    classify = OnnxClassifier.from_pretrained(onnx_dir)  # the int8 graph
+    assert classify.path.name == "model_quantized.onnx"
     assert classify("w0 w12 w13")[0]["label"].startswith("LABEL_")
 
     bench = tmp_path / "bench"

@@ -22,7 +22,7 @@ from transformers import (
     pipeline,
 )
 
-from distilnlp.onnx import ExportArguments, ParityError, check_parity, export_model
+from distilnlp.onnx import ExportArguments, OnnxClassifier, ParityError, check_parity, export_model
 from distilnlp.onnx.quantize import PRESETS
 
 WORDS = EXPORT_WORDS
@@ -55,8 +55,6 @@ def seq_export(seq_dir, tmp_path_factory):
 
 
 def test_sequence_classification_round_trip(seq_dir, seq_export):
-    from optimum.onnxruntime import ORTModelForSequenceClassification
-
     out = seq_export.output_dir
     assert seq_export.onnx_path == out / "model.onnx"
     assert seq_export.optimized_path == out / "model_optimized.onnx"
@@ -65,19 +63,20 @@ def test_sequence_classification_round_trip(seq_dir, seq_export):
         assert report.max_abs_diff <= 1e-4
     assert seq_export.parity["int8"].agreement >= 0.95
 
-    # Independent of check_parity: the saved folder loads with Optimum and reproduces PyTorch.
+    # Independent of check_parity: the saved folder loads in the runtime class and reproduces PyTorch.
     expected, enc = torch_logits(seq_dir, TEXTS[:8], token=False)
-    tokenizer = AutoTokenizer.from_pretrained(out)
     for file_name in ("model.onnx", "model_optimized.onnx"):
-        ort_model = ORTModelForSequenceClassification.from_pretrained(out, file_name=file_name)
-        logits = ort_model(**tokenizer(TEXTS[:8], padding=True, return_tensors="pt")).logits.numpy()
+        classifier = OnnxClassifier.from_pretrained(out, file_name=file_name)
+        logits = classifier.logits({k: v.numpy() for k, v in enc.items()})
         np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
     assert np.abs(expected).max() > 0.05  # the logits are not all ~0, so the tolerance means something
 
-    int8 = ORTModelForSequenceClassification.from_pretrained(out, file_name="model_quantized.onnx")
-    classify = pipeline("text-classification", model=int8, tokenizer=tokenizer)
-    predictions = classify(TEXTS[:4])
-    assert len(predictions) == 4 and all(p["label"].startswith("LABEL_") for p in predictions)
+    # The runtime class answers like transformers.pipeline("text-classification") on the same model.
+    classifier = OnnxClassifier.from_pretrained(out, file_name="model.onnx")
+    reference = pipeline("text-classification", model=str(seq_dir), tokenizer=str(seq_dir))
+    for got, want in zip(classifier(TEXTS[:6]), reference(TEXTS[:6]), strict=True):
+        assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"], abs=1e-5)
+    assert OnnxClassifier.from_pretrained(out).path.name == "model_quantized.onnx"  # int8 by default
 
 
 def test_export_records_how_it_was_made(seq_export):
@@ -92,11 +91,11 @@ def test_export_records_how_it_was_made(seq_export):
     }
     assert summary["sizes_bytes"]["int8"] == (out / "model_quantized.onnx").stat().st_size
     assert set(summary["parity"]) == {"fp32", "optimized", "int8"}
-    assert {"torch", "transformers", "onnxruntime", "optimum"} <= set(summary["versions"])
-    ort_config = json.loads((out / "ort_config.json").read_text())
-    # Both halves survive although ORTOptimizer and ORTQuantizer each write their own ort_config.json.
-    assert ort_config["optimization"]["optimization_level"] == 2
-    assert ort_config["quantization"]["is_static"] is False
+    assert {"torch", "transformers", "onnx", "onnxruntime"} <= set(summary["versions"])
+    assert summary["exporter"]["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]
+    quantization = summary["int8_choice"]["quantization"]
+    assert quantization["is_static"] is False and quantization["preset"] == summary["arguments"]["preset"]
+    assert summary["fusion"]["used"] is True and summary["fusion"]["complete"] is True
 
 
 def test_dynamic_quantized_graph_has_integer_ops(seq_export):
@@ -109,8 +108,6 @@ def test_dynamic_quantized_graph_has_integer_ops(seq_export):
 
 
 def test_token_classification_static_round_trip(tmp_path):
-    from optimum.onnxruntime import ORTModelForTokenClassification
-
     model_dir = save_wordpiece_model(tmp_path / "tok", token=True)
     result = export_model(
         model_dir,
@@ -133,15 +130,18 @@ def test_token_classification_static_round_trip(tmp_path):
     assert summary["calibration"] == {"method": "minmax", "num_samples": 16, "max_length": 32}
 
     expected, enc = torch_logits(model_dir, TEXTS[:6], token=True)
-    tokenizer = AutoTokenizer.from_pretrained(result.output_dir)
-    ort_model = ORTModelForTokenClassification.from_pretrained(result.output_dir, file_name="model.onnx")
-    logits = ort_model(**tokenizer(TEXTS[:6], padding=True, return_tensors="pt")).logits.numpy()
+    tagger = OnnxClassifier.from_pretrained(result.output_dir, file_name="model.onnx")
+    logits = tagger.logits({k: v.numpy() for k, v in enc.items()})
     mask = enc["attention_mask"].numpy().astype(bool)
     np.testing.assert_allclose(logits[mask], expected[mask], atol=1e-4, rtol=0)
 
-    tag = pipeline("token-classification", model=ort_model, tokenizer=tokenizer)
-    entities = tag("w1 w2 w3")
-    assert [e["word"] for e in entities] == ["w1", "w2", "w3"]
+    # Tagged tokens as pipeline("token-classification") gives them (no aggregation, "O" left out).
+    reference = pipeline("token-classification", model=str(model_dir), tokenizer=str(model_dir))
+    keys = ("entity", "index", "word", "start", "end")
+    for text in ("w1 w2 w3", TEXTS[5]):
+        got, want = tagger(text)[0], reference(text)
+        assert [tuple(e[k] for k in keys) for e in got] == [tuple(e[k] for k in keys) for e in want]
+        assert [e["score"] for e in got] == pytest.approx([e["score"] for e in want], abs=1e-5)
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])

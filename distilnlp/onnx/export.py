@@ -1,38 +1,35 @@
-"""Export a fine-tuned (student) model to ONNX with Optimum, optimize and int8-quantize it, check parity.
+"""Export a fine-tuned (student) model to ONNX, fuse and int8-quantize it with ONNX Runtime, check parity.
 
     export_model("runs/student", "runs/student-onnx", quantize="dynamic")
 
 writes into `output_dir`:
 
-- `model.onnx`: the fp32 graph exported by `ORTModelFor*.from_pretrained(..., export=True)`;
-- `model_optimized.onnx`: the `ORTOptimizer` variant, only when `optimize` is set;
-- `model_quantized.onnx`: the int8 graph made by `ORTQuantizer` from `model.onnx` (see `export_model` for why the
-  unfused graph);
-- `config.json` and the tokenizer files, so `ORTModelFor*.from_pretrained(output_dir, file_name=...)` and
-  `AutoTokenizer.from_pretrained(output_dir)` load it, e.g. into `transformers.pipeline`;
-- `ort_config.json` (Optimum's record of the optimization + quantization configs) and `distilnlp_export.json`
-  (arguments, files, sizes, parity figures, library versions).
+- `model.onnx`: the fp32 graph written by `torch.onnx.export` (`torch_export.py`);
+- `model_optimized.onnx`: ONNX Runtime's optimized fp32 graph, only when `optimize` is set;
+- `model_quantized.onnx`: the int8 graph chosen by the fallback chain (`fallback.py`): first the quantized fused
+  graph (ORT's transformer fusions, `fusion.py`), then the unfused one;
+- `config.json` and the tokenizer files, so `distilnlp.onnx.OnnxClassifier.from_pretrained(output_dir)` (or
+  Optimum's `ORTModelFor*`, where installed) and `AutoTokenizer.from_pretrained(output_dir)` load it;
+- `distilnlp_export.json`: arguments, inputs, fused-operator counts, quantization settings, files, sizes, parity
+  figures, library versions.
 
-Every export is checked: fp32 ONNX logits against the PyTorch model (max absolute difference) and int8 against
-fp32 ONNX (top-1 agreement, and labelled accuracy when labels are given); an int8 graph that misses the gate is
-replaced by the first that passes in a fallback chain (`fallback.py`), and a failed check raises `ParityError`.
+Every export is checked: fp32 ONNX logits against the PyTorch model (max absolute difference), the fused graph
+likewise, and int8 against its reference (top-1 agreement, and labelled accuracy when labels are given); a failed
+check raises `ParityError`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import (
-    AutoConfig,
-)
+from transformers import AutoConfig
 from transformers.utils import logging
 
 from ..artifacts import (
@@ -48,19 +45,18 @@ from ..artifacts import EXPORT_SUMMARY_FILE as SUMMARY_FILE
 from ..quantization_aware import fake_quantized_logits, is_quantization_aware
 from ..vocabulary import trim_for_export
 from .fallback import Int8Choice, quantize_and_choose
-from .parity import ParityReport, _load_tokenizer, _parity_batches, _session, check_parity
+from .fusion import FusedGraph, fuse_graph, optimized_graph
+from .parity import ParityError, ParityReport, _load_tokenizer, _parity_batches, check_parity
 from .quantize import (
     CALIBRATION_METHODS,
     OPTIMIZATION_LEVELS,
     PRESETS,
     QUANTIZATION_MODES,
-    _calibration_config,
-    _calibration_dataset,
-    _optimization_config,
-    _quantization_config,
+    CalibrationTexts,
     default_preset,
 )
-from .tasks import _task, _torch_model_class, ort_model_class, require_onnx
+from .tasks import _task, load_for_export
+from .torch_export import OPSET, export_graph, graph_input_names
 
 logger = logging.get_logger(__name__)
 
@@ -84,8 +80,9 @@ class ExportArguments:
     optimize: int | None = field(
         default=None,
         metadata={
-            "help": "ONNX Runtime graph optimization level for ORTOptimizer: 0 (none), 1 (basic), 2 (extended + "
-            "transformer fusions). Written as an extra model_optimized.onnx. Unset: no optimized variant."
+            "help": "Also write an optimized fp32 graph, model_optimized.onnx, which `distilnlp benchmark` times: 0 "
+            "(as exported), 1 (ONNX Runtime's basic graph optimizations), 2 (ORT's transformer fusions: Attention, "
+            "SkipLayerNormalization, ...). Unset: none."
         },
     )
     quantize: str = field(
@@ -111,9 +108,9 @@ class ExportArguments:
     fuse: bool = field(
         default=True,
         metadata={
-            "help": "Try the int8 graph of ONNX Runtime's fused transformer ops (QAttention, SkipLayerNormalization: "
-            "the fastest on CPU) before the unfused one; false: standard ONNX ops plus MatMulInteger only, for "
-            "runtimes without ORT's contrib ops. Dynamic quantization only."
+            "help": "Try the int8 graph of ONNX Runtime's fused transformer ops (QAttention, EmbedLayerNormalization, "
+            "SkipLayerNormalization: the fastest on CPU) before the unfused one; false: standard ONNX ops plus "
+            "MatMulInteger only, for runtimes without ORT's contrib ops. Dynamic quantization only."
         },
     )
     calibration_samples: int = field(
@@ -234,25 +231,17 @@ def export_model(
 ) -> ExportResult:
     """Export `model_dir` to ONNX in `output_dir`, optionally optimize and int8-quantize it, and check parity.
 
-    The int8 graph is quantized from the exported (unfused) `model.onnx`, not from the optimized one: ORT's
-    quantizer cannot type the outputs of fused contrib ops (`Attention`, `SkipLayerNormalization`) and fails with
-    "Unable to find data type for weight_name". (Symbolic shape inference on the fused graph gets past that, but
-    its int8 graph, with QAttention, ran no faster on CPU than the int8 unfused graph.) Arguments mirror
-    `ExportArguments`; `calibration_texts` feed static quantization (padded to `max_length`), `parity_texts` the
-    parity checks (synthetic token ids when None) and, with `parity_labels` (one label id per text), the
-    accuracy gate. An int8 graph that misses the gate sends the export down the fallback chain of
-    `onnx/fallback.py` (per-channel, then sensitive nodes in fp32); the choice is recorded under `int8_choice`.
-    With `trim_vocabulary`, the model exported is a copy whose vocabulary keeps only what `vocabulary_texts` use
-    (`distilnlp.vocabulary`), recorded under `vocabulary`.
+    Arguments mirror `ExportArguments`; `calibration_texts` feed static quantization (padded to `max_length`),
+    `parity_texts` the parity checks (synthetic token ids when None) and, with `parity_labels` (one label id per
+    text), the accuracy gate. An int8 graph that misses the gate sends the export down the fallback chain of
+    `onnx/fallback.py`; the choice is recorded under `int8_choice`. With `trim_vocabulary`, the model exported is a
+    copy whose vocabulary keeps only what `vocabulary_texts` use (`distilnlp.vocabulary`), recorded under
+    `vocabulary`.
 
     Raises:
         ParityError: a graph does not reproduce its reference within the thresholds.
     """
-    require_onnx()
-    from optimum.onnxruntime import ORTConfig, ORTOptimizer, ORTQuantizer
-
-    # Validate exactly as the command line does.
-    args = ExportArguments(
+    args = ExportArguments(  # validated exactly as the command line is
         model_dir=str(model_dir),
         output_dir=str(output_dir),
         optimize=optimize,
@@ -280,9 +269,9 @@ def export_model(
     if trimmed is not None:
         model_dir = trimmed.model_dir  # export the trimmed copy (a scratch folder, removed below)
     config = AutoConfig.from_pretrained(model_dir)
-    ort_class = ort_model_class(config)
     tokenizer = _load_tokenizer(model_dir)
-    torch_model = _torch_model_class(config).from_pretrained(model_dir).eval()
+    torch_model = load_for_export(model_dir, config)
+    input_names = graph_input_names(torch_model, tokenizer)
     parity_kwargs = {
         "tokenizer": tokenizer,
         "texts": parity_texts,
@@ -293,92 +282,61 @@ def export_model(
         "tie_margin": tie_margin,
     }
 
-    logger.info(f"Exporting {model_dir} to ONNX with {ort_class.__name__}")
-    with warnings.catch_warnings():
-        # Tracing transformers' attention-mask helpers warns about constants; the parity check below is the
-        # real test that the trace generalizes.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        ort_model = ort_class.from_pretrained(model_dir, export=True)
-    ort_model.save_pretrained(output_dir)
+    logger.info(f"Exporting {model_dir} to ONNX (torch.onnx.export, opset {OPSET}, inputs {input_names})")
+    onnx_path = export_graph(torch_model, output_dir / ONNX_FILE, input_names)
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)
-    onnx_path = output_dir / ONNX_FILE
+    config.save_pretrained(output_dir)
     parity = {"fp32": check_parity(torch_model, onnx_path, **parity_kwargs)}
     logger.info(f"fp32 ONNX parity: max |diff| = {parity['fp32'].max_abs_diff:.3g}")
 
-    optimization_config = optimized_path = None
+    optimized_path = None
     if optimize is not None:
-        optimization_config = _optimization_config(optimize)
-        ORTOptimizer.from_pretrained(ort_model).optimize(optimization_config, save_dir=output_dir)
-        optimized_path = output_dir / OPTIMIZED_FILE
+        optimized_path = optimized_graph(onnx_path, config, output_dir / OPTIMIZED_FILE, optimize)
         parity["optimized"] = check_parity(torch_model, optimized_path, **parity_kwargs)
-        logger.info(f"Optimized (O{optimize}) parity: max |diff| = {parity['optimized'].max_abs_diff:.3g}")
-
-    quantization_config = quantized_path = int8_choice = None
-    calibration: dict[str, Any] | None = None
-    if quantize != "none":
-        is_static = quantize == "static"
-        quantization_config = _quantization_config(args.preset, is_static, per_channel)
-        quantizer = ORTQuantizer.from_pretrained(output_dir, file_name=ONNX_FILE)
-        ranges = None
-        if is_static:
-            input_names = [i.name for i in _session(onnx_path).get_inputs()]
-            dataset = _calibration_dataset(
-                config, tokenizer, calibration_texts, calibration_samples, max_length, input_names
-            )
-            calibration = {
-                "method": calibration_method,
-                "num_samples": len(dataset),
-                "max_length": max_length,
-            }
-            logger.info(f"Calibrating ({calibration_method}) on {len(dataset)} examples")
-            with tempfile.TemporaryDirectory() as tmp:  # the augmented graph is scratch: keep it out of cwd
-                ranges = quantizer.fit(
-                    dataset=dataset,
-                    calibration_config=_calibration_config(calibration_method, dataset),
-                    onnx_augmented_model_name=Path(tmp) / "augmented_model.onnx",
-                    operators_to_quantize=quantization_config.operators_to_quantize,
-                )
-        qat = is_quantization_aware(config)
-        if qat and config.distilnlp_quantization_aware != args.preset:
-            logger.warning(
-                f"The student trained on the {config.distilnlp_quantization_aware!r} rounding grid but is quantized "
-                f"with preset {args.preset!r}: pass --preset {config.distilnlp_quantization_aware} to match."
-            )
-        batches = _parity_batches(config, tokenizer, parity_texts, parity_samples, max_length)
-        reference = None
-        if qat:  # the int8 graph must compute what the student was trained (and evaluated) to compute
-            input_names = [i.name for i in _session(onnx_path).get_inputs()]
-            student = _torch_model_class(config).from_pretrained(model_dir)
-            reference = fake_quantized_logits(student, batches, input_names)
-        int8_choice = quantize_and_choose(
-            quantizer,
-            args,
-            is_static=is_static,
-            ranges=ranges,
-            onnx_path=onnx_path,
-            output_dir=output_dir,
-            batches=batches,
-            labels=parity_labels,
-            fake_quantized_logits=reference,
+        logger.info(
+            f"Optimized (level {optimize}) parity: max |diff| = {parity['optimized'].max_abs_diff:.3g}"
         )
-        quantization_config, quantized_path = int8_choice.config, int8_choice.path
+
+    quantized_path = int8_choice = calibration = fusion = None
+    if quantize != "none":
+        with tempfile.TemporaryDirectory(dir=output_dir) as scratch:  # candidates: the same disk for the move
+            fused, fusion = None, None
+            if fuse and quantize == "dynamic":  # static ranges are named after the unfused graph's tensors
+                fused, fusion = _checked_fusion(torch_model, onnx_path, config, Path(scratch), parity_kwargs)
+            calibration = _calibration(args, config, tokenizer, calibration_texts, max_length, input_names)
+            batches = _parity_batches(config, tokenizer, parity_texts, parity_samples, max_length)
+            int8_choice = quantize_and_choose(
+                args,
+                onnx_path=onnx_path,
+                fused=fused,
+                calibration=calibration,
+                work_dir=Path(scratch),
+                batches=batches,
+                labels=parity_labels,
+                fake_quantized_logits=_qat_reference(args, config, model_dir, batches, input_names),
+            )
+            quantized_path = Path(shutil.move(int8_choice.path, output_dir / QUANTIZED_FILE))
+            int8_choice.path = quantized_path
         # A quantization-aware student's int8 graph was gated against its fake-quantized self in the chain; its
         # agreement with the fp32 graph (what it was not trained to compute) is reported, not gated.
+        qat = is_quantization_aware(config)
         int8_kwargs = parity_kwargs | ({"min_agreement": 0.0} if qat else {})
         parity["int8"] = check_parity(torch_model, onnx_path, quantized_path=quantized_path, **int8_kwargs)
         logger.info(f"int8 ({quantize}) top-1 agreement with fp32: {parity['int8'].agreement:.2%}")
-
-    # ORTOptimizer and ORTQuantizer each overwrite ort_config.json with their half: record both.
-    ORTConfig(optimization=optimization_config, quantization=quantization_config).save_pretrained(output_dir)
-    config.save_pretrained(output_dir)
 
     files = {"fp32": onnx_path, "optimized": optimized_path, "int8": quantized_path}
     summary = {
         "arguments": asdict(args) | {"max_length": max_length},
         "task": _task(config),
-        "ort_model_class": ort_class.__name__,
-        "calibration": calibration,
+        "exporter": {"name": "torch.onnx.export (TorchScript)", "opset": OPSET, "input_names": input_names},
+        "fusion": fusion,
+        "calibration": calibration
+        and {
+            "method": calibration_method,
+            "num_samples": calibration.num_samples,
+            "max_length": max_length,
+        },
         "files": {k: p.name for k, p in files.items() if p is not None},
         "sizes_bytes": {k: p.stat().st_size for k, p in files.items() if p is not None},
         "parity": {k: asdict(v) for k, v in parity.items()},
@@ -389,11 +347,48 @@ def export_model(
     summary_path = output_dir / SUMMARY_FILE
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     return ExportResult(
-        output_dir=output_dir,
-        onnx_path=onnx_path,
-        optimized_path=optimized_path,
-        quantized_path=quantized_path,
-        summary_path=summary_path,
-        parity=parity,
-        int8_choice=int8_choice,
+        output_dir, onnx_path, optimized_path, quantized_path, summary_path, parity, int8_choice
     )
+
+
+def _checked_fusion(
+    torch_model, onnx_path: Path, config, work_dir: Path, parity_kwargs: dict
+) -> tuple[FusedGraph | None, dict]:
+    """The fused fp32 graph when ORT fused every layer's attention and it still reproduces the PyTorch model, and
+    what happened either way (recorded as the summary's `fusion`)."""
+    fused = fuse_graph(onnx_path, config, work_dir / "fused" / ONNX_FILE)
+    if fused is None:
+        return None, {"used": False, "reason": "ONNX Runtime has no fusions for this architecture or failed"}
+    record = {"ops": fused.ops, "layers": fused.num_layers, "complete": fused.complete}
+    if not fused.complete:
+        return None, record | {"used": False, "reason": "attention did not fuse in every layer"}
+    try:
+        report = check_parity(torch_model, fused.path, **parity_kwargs)
+    except ParityError as error:
+        logger.warning(f"The fused graph does not reproduce the model ({error}); using the unfused graph.")
+        return None, record | {"used": False, "reason": str(error)}
+    logger.info(f"Fused graph: {fused.describe()}; max |diff| = {report.max_abs_diff:.3g}")
+    return fused, record | {"used": True, "max_abs_diff": report.max_abs_diff}
+
+
+def _calibration(args, config, tokenizer, texts, max_length: int, input_names) -> CalibrationTexts | None:
+    if args.quantize != "static":
+        return None
+    calibration = CalibrationTexts(
+        config, tokenizer, texts, args.calibration_samples, max_length, input_names
+    )
+    logger.info(f"Calibrating ({args.calibration_method}) on {calibration.num_samples} examples")
+    return calibration
+
+
+def _qat_reference(args, config, model_dir, batches, input_names):
+    """A quantization-aware student's fake-quantized logits on the parity batches (the int8 graph must compute
+    what the student was trained and evaluated to compute); None for other models."""
+    if not is_quantization_aware(config):
+        return None
+    if config.distilnlp_quantization_aware != args.preset:
+        logger.warning(
+            f"The student trained on the {config.distilnlp_quantization_aware!r} rounding grid but is quantized "
+            f"with preset {args.preset!r}: pass --preset {config.distilnlp_quantization_aware} to match."
+        )
+    return fake_quantized_logits(load_for_export(model_dir, config), batches, input_names)

@@ -3,7 +3,7 @@ then with the most sensitive nodes kept in fp32.
 
     choice = choose_int8(quantize, validation, gate, per_channel=False, max_fp32_nodes=8, work_dir=tmp)
 
-`quantize(per_channel, nodes_to_exclude, save_dir)` writes one candidate graph (Optimum's `ORTQuantizer`);
+`quantize(per_channel, nodes_to_exclude, save_dir)` writes one candidate graph (`onnxruntime.quantization`);
 `validation` holds the fp32 graph's logits on validation texts (and their labels, when known), against which each
 candidate is scored; `gate` says what passes. The chain stops at the first candidate that passes:
 
@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 from transformers.utils import logging
 
+from ..artifacts import QUANTIZED_FILE
+from .fusion import FusedGraph
 from .parity import (
     ParityError,
     ParityReport,
@@ -47,6 +49,7 @@ from .parity import (
     decisive_agreement,
     predicted_positions,
 )
+from .quantize import CalibrationTexts, QuantizationSettings, quantize_graph
 
 logger = logging.get_logger(__name__)
 
@@ -102,7 +105,7 @@ class Int8Choice:
     reference: str = "fp32 graph"
     sensitivity: dict[str, float] | None = None
     fused_ops: dict[str, int] | None = None  # the fused graph's contrib ops; None: no fused graph was tried
-    config: object | None = field(default=None, repr=False)  # the QuantizationConfig of the chosen graph
+    settings: QuantizationSettings | None = field(default=None, repr=False)  # of the chosen graph
 
     @property
     def chosen(self) -> Int8Attempt:
@@ -122,6 +125,7 @@ class Int8Choice:
             "attempts": [asdict(a) for a in self.attempts],
             "sensitivity": self.sensitivity,
             "fused_ops": self.fused_ops,
+            "quantization": asdict(self.settings) if self.settings is not None else None,
         }
 
 
@@ -215,8 +219,8 @@ def _exclusions(nodes: Sequence[str], op_types: dict[str, str]) -> list[str]:
     return [*nodes, *(f"{n}_MatMul" for n in nodes if op_types.get(n) == "Gemm")]
 
 
-Quantize = Callable[[bool, list[str], Path], tuple[Path, object]]
-QuantizeFused = Callable[[bool, Path], tuple[Path, object]]
+Quantize = Callable[[bool, list[str], Path], tuple[Path, "QuantizationSettings"]]
+QuantizeFused = Callable[[bool, Path], tuple[Path, "QuantizationSettings"]]
 
 
 def choose_int8(
@@ -235,7 +239,7 @@ def choose_int8(
 ) -> Int8Choice:
     """Run the chain described in the module docstring; return the first passing attempt.
 
-    `quantize(per_channel, nodes_to_exclude, save_dir)` returns (path of the int8 graph, its config), and
+    `quantize(per_channel, nodes_to_exclude, save_dir)` returns (path of the int8 graph, its settings), and
     `quantize_fused(per_channel, save_dir)` the same for the fused graph (None: no fused attempts);
     `candidates` are the node names the sensitivity pass may keep in fp32 (see `quantizable_nodes`), of which
     `rank_last` (see `bulky_nodes`) are tried only after the others; `reference` names what `validation` holds.
@@ -249,9 +253,9 @@ def choose_int8(
     def attempt(name: str, channel: bool, fp32_nodes: list[str], fused: bool = False) -> Int8Attempt:
         save_dir = work_dir / f"attempt{len(choice.attempts)}"
         if fused:
-            path, config = quantize_fused(channel, save_dir)
+            path, settings = quantize_fused(channel, save_dir)
         else:
-            path, config = quantize(channel, fp32_nodes, save_dir)
+            path, settings = quantize(channel, fp32_nodes, save_dir)
         agreement, raw, accuracy, mse, largest = validation.score(path, gate.tie_margin)
         drop = None if accuracy is None else validation.fp32_accuracy - accuracy
         passed = gate.passes(agreement, drop)
@@ -259,7 +263,7 @@ def choose_int8(
             name, fused, channel, list(fp32_nodes), agreement, raw, accuracy, drop, mse, largest, passed
         )
         choice.attempts.append(result)
-        choice.path, choice.config = path, config
+        choice.path, choice.settings = path, settings
         logger.info(f"int8 {name}: {_describe(result)}{'' if passed else ' (fails the gate)'}")
         return result
 
@@ -338,72 +342,56 @@ def _finish(choice: Int8Choice, gate: Int8Gate) -> Int8Choice:
 
 
 def quantize_and_choose(
-    quantizer,
     args,
     *,
-    is_static: bool,
-    ranges: dict | None,
     onnx_path: Path,
-    output_dir: Path,
+    fused: FusedGraph | None,
+    calibration: CalibrationTexts | None,
+    work_dir: Path,
     batches: Sequence[dict[str, np.ndarray]],
     labels: Sequence[int] | None,
     fake_quantized_logits: Sequence[np.ndarray] | None = None,
 ) -> Int8Choice:
-    """`choose_int8` with Optimum's `ORTQuantizer` (built on `onnx_path`); the chosen graph is moved to
-    `output_dir / QUANTIZED_FILE`. `args` is the export's `ExportArguments` (preset, per_channel, gate, chain).
+    """`choose_int8` with `onnxruntime.quantization` on the unfused graph `onnx_path` and the `fused` graph (None:
+    no fused attempts); candidates are written under `work_dir`. `args` is the export's `ExportArguments` (preset,
+    quantize mode, per_channel, gate, chain); `calibration` feeds static quantization.
 
     A quantization-aware student (`fake_quantized_logits`: its fake-quantized logits on `batches`, the chain's
     reference) is quantized as it was trained: per-channel weights, attention's activation products in fp32
     (`qat_nodes_to_exclude`)."""
-    import shutil
-    import tempfile
-
-    from optimum.onnxruntime import ORTQuantizer
-
-    from ..artifacts import QUANTIZED_FILE
     from ..quantization_aware import qat_nodes_to_exclude
-    from .fusion import fused_graph
-    from .quantize import _quantization_config
 
     quantization_aware = fake_quantized_logits is not None
+    is_static = args.quantize == "static"
     candidates = quantizable_nodes(onnx_path)
     always = qat_nodes_to_exclude(onnx_path) if quantization_aware else []
     candidates = {n: op for n, op in candidates.items() if n not in always}
 
-    def quantize(per_channel: bool, nodes_to_exclude: list[str], save_dir: Path) -> tuple[Path, object]:
+    def quantize(
+        per_channel: bool, nodes_to_exclude: list[str], save_dir: Path
+    ) -> tuple[Path, QuantizationSettings]:
         excluded = always + _exclusions(nodes_to_exclude, candidates)
-        config = _quantization_config(args.preset, is_static, per_channel, excluded)
-        quantizer.quantize(config, save_dir=save_dir, calibration_tensors_range=ranges)
-        return Path(save_dir) / QUANTIZED_FILE, config
-
-    validation = ValidationSet(onnx_path, batches, labels, fake_quantized_logits)
-    gate = Int8Gate(args.min_agreement, args.max_accuracy_drop, args.tie_margin)
-    with tempfile.TemporaryDirectory(
-        dir=output_dir
-    ) as tmp:  # candidates are scratch; the same disk for the move
-        # Static calibration ranges are named after the unfused graph's tensors: static stays unfused.
-        fused = fused_graph(onnx_path.parent, Path(tmp) / "fused") if args.fuse and not is_static else None
-
-        def quantize_fused(per_channel: bool, save_dir: Path) -> tuple[Path, object]:
-            config = _quantization_config(args.preset, False, per_channel)
-            ORTQuantizer.from_pretrained(fused.path.parent, file_name=fused.path.name).quantize(
-                config, save_dir=save_dir
-            )
-            return Path(save_dir) / QUANTIZED_FILE, config
-
-        choice = choose_int8(
-            quantize,
-            validation,
-            gate,
-            candidates=list(candidates),
-            work_dir=tmp,
-            per_channel=args.per_channel or quantization_aware,
-            fallback=args.fallback,
-            max_fp32_nodes=args.max_fp32_nodes,
-            rank_last=bulky_nodes(onnx_path),
-            reference="fake-quantized student" if quantization_aware else "fp32 graph",
-            quantize_fused=quantize_fused if fused is not None else None,
+        settings = QuantizationSettings.for_preset(
+            args.preset, is_static, per_channel, excluded, args.calibration_method
         )
-        choice.fused_ops = fused.ops if fused is not None else None
-        choice.path = Path(shutil.move(choice.path, output_dir / QUANTIZED_FILE))
+        return quantize_graph(onnx_path, save_dir / QUANTIZED_FILE, settings, calibration), settings
+
+    def quantize_fused(per_channel: bool, save_dir: Path) -> tuple[Path, QuantizationSettings]:
+        settings = QuantizationSettings.for_preset(args.preset, False, per_channel)
+        return quantize_graph(fused.path, save_dir / QUANTIZED_FILE, settings), settings
+
+    choice = choose_int8(
+        quantize,
+        ValidationSet(onnx_path, batches, labels, fake_quantized_logits),
+        Int8Gate(args.min_agreement, args.max_accuracy_drop, args.tie_margin),
+        candidates=list(candidates),
+        work_dir=work_dir,
+        per_channel=args.per_channel or quantization_aware,
+        fallback=args.fallback,
+        max_fp32_nodes=args.max_fp32_nodes,
+        rank_last=bulky_nodes(onnx_path),
+        reference="fake-quantized student" if quantization_aware else "fp32 graph",
+        quantize_fused=quantize_fused if fused is not None else None,
+    )
+    choice.fused_ops = fused.ops if fused is not None else None
     return choice

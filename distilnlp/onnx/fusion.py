@@ -1,60 +1,122 @@
 """The fused fp32 graph whose int8 quantization is ONNX Runtime's fastest CPU graph for a BERT-class model.
 
-    fused = fused_graph(export_dir, work_dir)   # FusedGraph(path=work_dir/model.onnx, ops={...}) or None
+    fused = fuse_graph("model.onnx", config, "work/fused.onnx")   # FusedGraph(path, ops={...}, complete=True)
 
-ORT's transformer fusions (Optimum's `ORTOptimizer` at O2) turn each layer's attention subgraph into one
-`Attention` op, residual + LayerNorm into `SkipLayerNormalization` and bias + GELU into `BiasGelu`. Dynamic int8
-quantization then makes `QAttention` (one int8 matmul for Q, K and V) and `MatMulInteger`: on the 1-layer
-MiniLM student at 128 tokens, 1.06x (batch 1) and 1.08x (batch 32) faster than the fully int8 unfused graph
-(`benchmarks/results/int8_peak_fused_2threads.md`).
+`onnxruntime.transformers.optimizer.optimize_model` turns each layer's attention subgraph into one `Attention` op,
+residual + LayerNorm into `SkipLayerNormalization`, bias + GELU into `BiasGelu` and the embeddings into
+`EmbedLayerNormalization`. Dynamic int8 quantization then makes `QAttention` (one int8 matmul for Q, K and V) and
+`MatMulInteger`. The fused-operator counts are read back (`get_fused_operator_statistics`), so a graph whose
+attention did not fuse is reported, never shipped as "fused".
 
 ORT's quantizer cannot type the outputs of fused contrib ops by itself ("Unable to find data type for
-weight_name"), so the fused graph is annotated by ORT's symbolic shape inference first.
+weight_name"), so the fused graph is annotated by ORT's symbolic shape inference.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers import PretrainedConfig
 from transformers.utils import logging
-
-from ..artifacts import ONNX_FILE, OPTIMIZED_FILE
-from .quantize import _optimization_config
 
 logger = logging.get_logger(__name__)
 
-FUSED_OPS = ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu", "FastGelu")
+# The fused ops worth counting; the statistics hold more kinds, mostly zero.
+FUSED_OPS = ("Attention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu", "Gelu", "FastGelu")
+# config.model_type -> the model type of ORT's fusion rules (their BERT rules cover the BERT-like encoders).
+ORT_MODEL_TYPES = {
+    name: "bert"
+    for name in (
+        "bert",
+        "roberta",
+        "xlm-roberta",
+        "camembert",
+        "distilbert",
+        "electra",
+        "deberta-v2",
+        "mpnet",
+        "albert",
+    )
+}
 
 
 @dataclass
 class FusedGraph:
-    path: Path  # `work_dir / model.onnx`, next to its config.json: ready for `ORTQuantizer.from_pretrained`
+    path: Path
     ops: dict[str, int]  # fused op type -> count
+    num_layers: int
+
+    @property
+    def complete(self) -> bool:
+        """Every layer's attention fused (the graph the int8 chain wants)."""
+        return self.ops.get("Attention", 0) == self.num_layers
+
+    def describe(self) -> str:
+        return ", ".join(f"{count} {op}" for op, count in self.ops.items() if count) or "no fused ops"
 
 
-def fused_graph(export_dir: Path, work_dir: Path) -> FusedGraph | None:
-    """Fuse `export_dir / model.onnx` (an Optimum export, config.json beside it) into `work_dir`; None, with the
-    reason logged, when ORT has no fusions for the architecture or none of them applied (no `Attention`)."""
+def fuse_graph(
+    onnx_path: str | os.PathLike, config: PretrainedConfig, target: str | os.PathLike, opt_level: int = 0
+) -> FusedGraph | None:
+    """Fuse `onnx_path` with ORT's transformer fusions for `config`'s architecture, typed for quantization, into
+    `target`. None, with the reason logged, where ORT has no fusion rules for the architecture or fusion fails.
+
+    `opt_level` 0 applies the transformer fusions only (a graph any ORT build runs); 1 and 2 run ORT's basic /
+    extended graph optimizations first.
+    """
     import onnx
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-    from optimum.onnxruntime import ORTOptimizer
+    from onnxruntime.transformers.optimizer import optimize_model
 
+    model_type = ORT_MODEL_TYPES.get(config.model_type)
+    if model_type is None:
+        logger.warning(f"ONNX Runtime has no transformer fusions for {config.model_type!r}; no fused graph.")
+        return None
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        optimizer = ORTOptimizer.from_pretrained(export_dir, file_names=[ONNX_FILE])
-        optimizer.optimize(_optimization_config(2), save_dir=work_dir)
-        fused = onnx.load(str(work_dir / OPTIMIZED_FILE))
-        typed = SymbolicShapeInference.infer_shapes(fused, auto_merge=True)
-    except Exception as error:  # noqa: BLE001 - the fused graph is an optimization; the unfused chain remains
-        logger.warning(
-            f"No fused int8 graph ({type(error).__name__}: {str(error)[:200]}); using the unfused one."
+        optimizer = optimize_model(
+            str(onnx_path),
+            model_type=model_type,
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+            opt_level=opt_level,
         )
+        statistics = optimizer.get_fused_operator_statistics()
+        optimizer.save_model_to_file(str(target))  # declares the com.microsoft domain of the fused ops
+        onnx.save(SymbolicShapeInference.infer_shapes(onnx.load(str(target)), auto_merge=True), str(target))
+    except Exception as error:  # noqa: BLE001 - the fused graph is an optimization; the unfused graph remains
+        logger.warning(f"No fused graph ({type(error).__name__}: {str(error)[:200]}).")
         return None
-    ops = Counter(node.op_type for node in typed.graph.node if node.op_type in FUSED_OPS)
-    if not ops["Attention"]:
-        logger.warning("ONNX Runtime fused no attention in this graph; using the unfused int8 graph.")
-        return None
-    (work_dir / OPTIMIZED_FILE).unlink()
-    onnx.save(typed, str(work_dir / ONNX_FILE))
-    return FusedGraph(work_dir / ONNX_FILE, dict(ops))
+    fused = FusedGraph(target, {op: int(statistics.get(op, 0)) for op in FUSED_OPS}, config.num_hidden_layers)
+    if not fused.complete:
+        logger.warning(
+            f"ONNX Runtime fused attention in {fused.ops['Attention']} of {fused.num_layers} layers "
+            f"({fused.describe()})."
+        )
+    return fused
+
+
+def optimized_graph(
+    onnx_path: str | os.PathLike, config: PretrainedConfig, target: str | os.PathLike, level: int
+) -> Path:
+    """The fp32 graph at `level` (see `ExportArguments.optimize`) written to `target`: 0 as exported, 1 ORT's basic
+    graph optimizations, 2 ORT's transformer fusions (`fuse_graph`; the basic ones where it has none)."""
+    import shutil
+
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    target = Path(target)
+    if level == 0:
+        return Path(shutil.copyfile(onnx_path, target))
+    if level == 2:
+        fused = fuse_graph(onnx_path, config, target)
+        if fused is not None:
+            return target
+    model_type = ORT_MODEL_TYPES.get(config.model_type, "bert")
+    optimize_model(
+        str(onnx_path), model_type=model_type, opt_level=1, only_onnxruntime=True
+    ).save_model_to_file(str(target))
+    return target

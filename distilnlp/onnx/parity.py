@@ -13,7 +13,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from .tasks import _torch_model_class, require_onnx
+from .tasks import load_for_export
 
 logger = logging.get_logger(__name__)
 
@@ -147,7 +147,6 @@ def _parity_batches(
 
 
 def _session(path: str | os.PathLike):
-    require_onnx()
     import onnxruntime as ort
 
     try:
@@ -210,8 +209,7 @@ def check_parity(
     if not isinstance(reference, PreTrainedModel):
         if tokenizer is None:
             tokenizer = _load_tokenizer(reference)
-        config = AutoConfig.from_pretrained(reference)
-        reference = _torch_model_class(config).from_pretrained(reference)
+        reference = load_for_export(reference, AutoConfig.from_pretrained(reference))
     model = reference.eval()
     config = model.config
     batches = _parity_batches(config, tokenizer, texts, num_samples, max_length)

@@ -1,33 +1,10 @@
-"""Which task an exported model does, and the PyTorch / Optimum classes that load it."""
+"""Which task an exported model does, and the PyTorch class that loads it."""
 
 from __future__ import annotations
 
-from importlib.util import find_spec
+import os
 
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, PretrainedConfig
-
-ONNX_EXTRA_MODULES = ("onnx", "onnxruntime", "optimum.onnxruntime")
-
-
-class MissingOnnxExtraError(ImportError):
-    """ONNX export, quantization or an ONNX benchmark stage was asked for without `distilnlp[onnx]`."""
-
-
-def require_onnx(what: str = "ONNX export and quantization") -> None:
-    """Fail in one line, naming the extra, when Optimum's ONNX half or ONNX Runtime is not installed."""
-    missing = [name for name in ONNX_EXTRA_MODULES if _missing(name)]
-    if missing:
-        raise MissingOnnxExtraError(
-            f"{what} needs the onnx extra ({', '.join(missing)} not installed): pip install 'distilnlp[onnx]' "
-            "(optimum-onnx 0.1 needs transformers < 4.58)."
-        )
-
-
-def _missing(module: str) -> bool:
-    try:
-        return find_spec(module) is None
-    except ModuleNotFoundError:  # the parent package (optimum) is absent
-        return True
 
 
 def _task(config: PretrainedConfig) -> str:
@@ -44,17 +21,6 @@ def _task(config: PretrainedConfig) -> str:
     )
 
 
-def ort_model_class(config: PretrainedConfig):
-    """The Optimum `ORTModelFor*` class for a model config."""
-    require_onnx()
-    from optimum.onnxruntime import ORTModelForSequenceClassification, ORTModelForTokenClassification
-
-    return {
-        "sequence-classification": ORTModelForSequenceClassification,
-        "token-classification": ORTModelForTokenClassification,
-    }[_task(config)]
-
-
 def _torch_model_class(config: PretrainedConfig):
     return {
         "sequence-classification": AutoModelForSequenceClassification,
@@ -62,4 +28,7 @@ def _torch_model_class(config: PretrainedConfig):
     }[_task(config)]
 
 
-# ------------------------------------------------------------------------------------------------- export
+def load_for_export(model_dir: str | os.PathLike, config: PretrainedConfig):
+    """The PyTorch model in `model_dir`, in evaluation mode, with eager attention: the attention subgraph that the
+    TorchScript exporter writes for it is the one ONNX Runtime fuses (SDPA's is not)."""
+    return _torch_model_class(config).from_pretrained(model_dir, attn_implementation="eager").eval()

@@ -22,7 +22,6 @@ import logging
 import os
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,34 +106,31 @@ def _torch_forward(model: PreTrainedModel):
     return forward
 
 
-def _ort_forward(ort_model):
-    names = set(ort_model.input_names)
-
-    def forward(batch):
-        return ort_model(**{k: v for k, v in batch.items() if k in names}).logits
-
-    return forward
+def _ort_forward(classifier):
+    return classifier.logits
 
 
 def _export_onnx(teacher_dir: Path, out_dir: Path, quantize: bool):
-    """fp32 (and int8) Optimum ORT models of the teacher in `teacher_dir`, saved under `out_dir`."""
-    from ..onnx.tasks import require_onnx
-
-    require_onnx("The onnx / onnx-int8 teacher cache backends")
-    from optimum.onnxruntime import AutoQuantizationConfig, ORTModelForSequenceClassification, ORTQuantizer
+    """fp32 (and dynamic int8) `OnnxClassifier`s of the teacher in `teacher_dir`, written under `out_dir`."""
+    from transformers import AutoConfig
 
     from ..onnx import default_preset
+    from ..onnx.quantize import QuantizationSettings, quantize_graph
+    from ..onnx.runtime import OnnxClassifier
+    from ..onnx.tasks import load_for_export
+    from ..onnx.torch_export import export_graph, graph_input_names
 
-    with warnings.catch_warnings():
-        # Tracing warns about constants in the attention-mask helpers; parity is checked by the caller.
-        warnings.simplefilter("ignore")
-        fp32 = ORTModelForSequenceClassification.from_pretrained(teacher_dir, export=True)
-    fp32.save_pretrained(out_dir)
+    config = AutoConfig.from_pretrained(teacher_dir)
+    model = load_for_export(teacher_dir, config)
+    export_graph(model, out_dir / ONNX_FILE, graph_input_names(model, None))
+    config.save_pretrained(out_dir)
+    fp32 = OnnxClassifier(out_dir / ONNX_FILE, None, config)
     if not quantize:
         return fp32, None
-    config = getattr(AutoQuantizationConfig, default_preset())(is_static=False, per_channel=False)
-    ORTQuantizer.from_pretrained(out_dir, file_name=ONNX_FILE).quantize(config, save_dir=out_dir)
-    int8 = ORTModelForSequenceClassification.from_pretrained(out_dir, file_name=QUANTIZED_FILE)
+    settings = QuantizationSettings.for_preset(default_preset(), is_static=False, per_channel=False)
+    int8 = OnnxClassifier(
+        quantize_graph(out_dir / ONNX_FILE, out_dir / QUANTIZED_FILE, settings), None, config
+    )
     return fp32, int8
 
 

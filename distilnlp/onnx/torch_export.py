@@ -1,0 +1,74 @@
+"""The fp32 ONNX graph of a PyTorch classifier, written by `torch.onnx.export`.
+
+    names = graph_input_names(model, tokenizer)          # e.g. ['input_ids', 'attention_mask', 'token_type_ids']
+    export_graph(model, "out/model.onnx", names)
+
+The TorchScript exporter (`dynamo=False`) on an eager-attention model is used because its graph is the one ONNX
+Runtime's BERT fusions recognise (fused `Attention`, `EmbedLayerNormalization`); the dynamo exporter's graph matches
+PyTorch as closely but ORT fuses no attention in it (onnxruntime #19423). Batch and sequence axes are dynamic.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+OPSET = 17
+_CANDIDATE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def graph_input_names(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> list[str]:
+    """The inputs the graph takes: what the tokenizer produces (or input ids, mask and token types without one)
+    that the model's `forward` accepts, in `forward`'s order."""
+    accepted = list(inspect.signature(model.forward).parameters)
+    produced = list(tokenizer.model_input_names) if tokenizer is not None else list(_CANDIDATE_INPUTS)
+    if "token_type_ids" in produced and not getattr(model.config, "type_vocab_size", 0):
+        produced.remove("token_type_ids")  # DistilBERT-like models have no token type embeddings
+    names = [name for name in accepted if name in produced]
+    if "input_ids" not in names:
+        raise ValueError(f"{type(model).__name__} takes no input_ids; only text encoders can be exported.")
+    return names
+
+
+def _example_inputs(model: PreTrainedModel, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Batch 2, length 8, the second row padded: sizes of 1 would be specialised into the graph."""
+    generator = torch.Generator().manual_seed(0)
+    low = 5 if model.config.vocab_size > 10 else 0
+    ids = torch.randint(low, model.config.vocab_size, (2, 8), generator=generator)
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, 5:] = 0
+    values = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros(2, 8, dtype=torch.long)}
+    return {name: values[name] for name in names}
+
+
+def export_graph(model: PreTrainedModel, path: str | os.PathLike, input_names: Sequence[str]) -> Path:
+    """Export `model` (a `*ForSequenceClassification` / `*ForTokenClassification`, eager attention) to `path`:
+    inputs `input_names` (int64, (batch, sequence)), output `logits` ((batch, labels) or (batch, sequence,
+    labels))."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
+    token_level = type(model).__name__.endswith("ForTokenClassification")
+    axes["logits"] = {0: "batch", 1: "sequence"} if token_level else {0: "batch"}
+    with warnings.catch_warnings(), torch.no_grad():
+        # Tracing warns about Python control flow in the mask helpers; the parity check is the real test.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (),
+            str(path),
+            kwargs=_example_inputs(model, input_names),
+            input_names=list(input_names),
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return path
