@@ -27,12 +27,13 @@ TEXTS = [
 def model_dir(tmp_path) -> Path:
     """`save_wordpiece_model` with a few WordPiece continuation pieces appended to the vocab (and the model)."""
     path = save_wordpiece_model(tmp_path / "model", layers=1)
-    vocab = (path / "vocab.txt").read_text().split()
+    ids = AutoTokenizer.from_pretrained(path).get_vocab()  # transformers 5 saves tokenizer.json, no vocab.txt
+    vocab = sorted(ids, key=ids.get)
     (path / "vocab.txt").write_text("\n".join(vocab + SUBWORDS) + "\n")
     (path / "tokenizer.json").unlink()
     from transformers import BertTokenizerFast
 
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), model_max_length=128).save_pretrained(path)
+    BertTokenizerFast(vocab=str(path / "vocab.txt"), model_max_length=128).save_pretrained(path)
     model = BertForSequenceClassification.from_pretrained(path)
     model.resize_token_embeddings(len(vocab) + len(SUBWORDS))
     torch.manual_seed(1)

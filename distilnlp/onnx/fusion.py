@@ -90,10 +90,11 @@ def fuse_graph(
     except Exception as error:  # noqa: BLE001 - the fused graph is an optimization; the unfused graph remains
         logger.warning(f"No fused graph ({type(error).__name__}: {str(error)[:200]}).")
         return None
-    fused = FusedGraph(target, {op: int(statistics.get(op, 0)) for op in FUSED_OPS}, config.num_hidden_layers)
+    counts = {op: int(statistics.get(op, 0)) for op in FUSED_OPS}
+    fused = FusedGraph(target, {op: n for op, n in counts.items() if n}, config.num_hidden_layers)
     if not fused.complete:
         logger.warning(
-            f"ONNX Runtime fused attention in {fused.ops['Attention']} of {fused.num_layers} layers "
+            f"ONNX Runtime fused attention in {fused.ops.get('Attention', 0)} of {fused.num_layers} layers "
             f"({fused.describe()})."
         )
     return fused
