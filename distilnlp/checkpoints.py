@@ -21,30 +21,17 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from .artifacts import RUN_SETTINGS_FILE
+from .training_args import distillation_fields
 
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# The settings that define what a distillation run optimises; resuming with other values changes the run.
-DISTILLATION_SETTINGS = (
-    "temperature",
-    "alpha",
-    "hidden_weight",
-    "attention_weight",
-    "hidden_loss",
-    "attention_loss",
-    "temperature_schedule",
-    "temperature_end",
-    "alpha_schedule",
-    "alpha_end",
-    "hidden_weight_schedule",
-    "hidden_weight_end",
-    "attention_weight_schedule",
-    "attention_weight_end",
-    "layer_mapping",
-    "teacher_cache_top_k",
-)
+# Distillation settings whose change does not block a resume, with the reason: they cannot change what the
+# run trains. Every other setting (`distillation_fields`) does.
+CHANGEABLE_ON_RESUME = {
+    "teacher_cache_batch_size": "only how many rows the teacher scores at once while building a missing cache",
+}
 
 
 class CheckpointError(ValueError):
@@ -135,7 +122,7 @@ def resumable_checkpoint(output_dir: str | Path, need_optimizer: bool = True) ->
 def run_settings(args) -> dict[str, Any]:
     """What a run optimises (distillation settings) and for how long, as recorded in its output_dir."""
     return {
-        "distillation": {name: getattr(args, name) for name in DISTILLATION_SETTINGS if hasattr(args, name)},
+        "distillation": {name: getattr(args, name) for name in distillation_fields(args)},
         "length": {"max_steps": args.max_steps, "num_train_epochs": args.num_train_epochs},
     }
 
@@ -149,11 +136,16 @@ def read_run_settings(folder: str | Path) -> dict | None:
 
 
 def settings_changes(recorded: dict | None, current: dict) -> dict[str, list]:
-    """{name: [value recorded, value now]} for every distillation setting that differs."""
+    """{name: [value recorded, value now]} for every distillation setting that differs (but those in
+    `CHANGEABLE_ON_RESUME`). A setting the record lacks (written before it existed) is not compared."""
     if not recorded:
         return {}
     old, new = recorded.get("distillation", {}), current["distillation"]
-    return {name: [old.get(name), new.get(name)] for name in new if name in old and old[name] != new[name]}
+    return {
+        name: [old[name], new[name]]
+        for name in new
+        if name in old and old[name] != new[name] and name not in CHANGEABLE_ON_RESUME
+    }
 
 
 def describe_changes(changes: dict[str, list]) -> str:

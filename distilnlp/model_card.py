@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .training_args import distillation_fields
+
 
 def render_model_card(summary: dict, scores: dict[str, float] | None, model_name: str) -> str:
     """Markdown (with Hub metadata) for a student; `summary` comes from `DistillationTrainer.distillation_summary`."""
@@ -75,6 +77,8 @@ def render_model_card(summary: dict, scores: dict[str, float] | None, model_name
     lines += [f"| {key.replace('_', ' ')} | {value} |" for key, value in training.items()]
     for name, (old, new) in (summary.get("changed_on_resume") or {}).items():
         lines.append(f"| {name} (changed on resume) | {old} before the resumed checkpoint, {new} after |")
+    lines += ["", "## Distillation arguments", "", "| argument | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in summary["distillation_settings"].items()]
     if scores:
         lines += ["", "## Results", "", "| metric | value |", "|---|---|"]
         lines += [f"| {name} | {value:.4f} |" for name, value in scores.items()]
@@ -152,6 +156,8 @@ def distillation_summary(trainer) -> dict:
             {k: cache[k] for k in ("path", "fingerprint", "backend", "key")} if cache is not None else None
         ),
         "layer_mapping": args.layer_mapping,
+        # Every distillation setting as given, so the run can be repeated (the entries above are resolved).
+        "distillation_settings": {name: getattr(args, name) for name in distillation_fields(args)},
         # {setting: [value before, value after]} when a run was resumed with --allow_changed_settings.
         "changed_on_resume": getattr(trainer, "changed_settings", None) or {},
         "hidden_pairs": [list(p) for p in trainer.hidden_pairs],

@@ -12,6 +12,7 @@ import torch
 
 from .layers import PROJECTIONS_FILE, split_projection_state
 from .model_card import distillation_summary, render_model_card
+from .training_args import FEATURE_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class DistillationOutputsMixin:
         if mode == "train":
             settings = self.loss_settings()
             logs["temperature"], logs["alpha"] = round(settings.temperature, 6), round(settings.alpha, 6)
-            for name in ("hidden_weight", "attention_weight", "relation_weight"):
+            for name in FEATURE_WEIGHTS:
                 if name in self.args.scheduled:
                     logs[name] = round(getattr(settings, name), 6)
         super().log(logs, start_time)

@@ -19,16 +19,19 @@ from .teachers import parse_teacher_weights
 TEACHER_CACHE_BACKENDS = ("torch", "onnx", "onnx-int8")
 # transformers 5 dropped `warmup_ratio` (its `warmup_steps` takes a fraction instead).
 _HAS_WARMUP_RATIO = "warmup_ratio" in {f.name for f in fields(TrainingArguments)}
+# Weights of the feature losses (0 turns one off).
+FEATURE_WEIGHTS = ("hidden_weight", "attention_weight", "relation_weight")
 # Weights of the losses that need the teacher (soft targets, features): all 0 = plain fine-tuning.
-TEACHER_WEIGHTS = ("alpha", "hidden_weight", "attention_weight", "relation_weight")
-# The scheduled settings, with the range check each start and end value must pass.
+TEACHER_WEIGHTS = ("alpha", *FEATURE_WEIGHTS)
+# The scheduled settings (LossSettings' fields), with the range check each start and end value must pass.
 _SCHEDULED = {
     "temperature": ("> 0", lambda v: v > 0),
     "alpha": ("in [0, 1]", lambda v: 0.0 <= v <= 1.0),
-    "hidden_weight": (">= 0", lambda v: v >= 0),
-    "attention_weight": (">= 0", lambda v: v >= 0),
-    "relation_weight": (">= 0", lambda v: v >= 0),
+    **{name: (">= 0", lambda v: v >= 0) for name in FEATURE_WEIGHTS},
 }
+# Fields of DistillationTrainingArguments that are not settings of the run: they say how to resume it, not
+# what it trains, so they are neither recorded nor compared on resume (see `distillation_fields`).
+NOT_SETTINGS = frozenset({"allow_changed_settings"})
 
 
 @dataclass(frozen=True)
@@ -237,9 +240,10 @@ class DistillationTrainingArguments(StageTrainingArguments):
     allow_changed_settings: bool = field(
         default=False,
         metadata={
-            "help": "Allow resuming a checkpoint with other distillation settings (temperature, alpha, loss "
-            "weights, losses, schedules, layer_mapping) than it was trained with; the model card records both. "
-            "Off: such a resume is an error that lists the differences."
+            "help": "Allow resuming a checkpoint with other distillation settings (the fields above: temperature, "
+            "alpha, losses, weights, schedules, layers, teachers, augmentation, cache, quantization_aware) than "
+            "it was trained with; the model card records both. Off: such a resume is an error that lists the "
+            "differences."
         },
     )
 
@@ -262,7 +266,7 @@ class DistillationTrainingArguments(StageTrainingArguments):
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (weight of the soft-target loss), got {self.alpha}.")
-        for name in ("hidden_weight", "attention_weight", "relation_weight"):
+        for name in FEATURE_WEIGHTS:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0 (0 turns the loss off), got {getattr(self, name)}.")
         for name, (allowed, ok) in _SCHEDULED.items():
@@ -376,6 +380,20 @@ class DistillationTrainingArguments(StageTrainingArguments):
     def scheduled(self) -> tuple[str, ...]:
         """Names of the settings that follow a non-constant schedule."""
         return tuple(name for name in _SCHEDULED if getattr(self, f"{name}_schedule") != "constant")
+
+
+def distillation_fields(args_or_cls) -> tuple[str, ...]:
+    """Names of the distillation settings of `args_or_cls` (arguments or their class), in field order.
+
+    They are derived, not listed: the fields `DistillationTrainingArguments` adds to `StageTrainingArguments`
+    (transformers' fields plus the two it dropped in v5, which are training settings), less `NOT_SETTINGS`.
+    Arguments of another class (a fine-tuning stage's) have none.
+    """
+    cls = args_or_cls if isinstance(args_or_cls, type) else type(args_or_cls)
+    if not issubclass(cls, DistillationTrainingArguments):
+        return ()
+    inherited = {f.name for f in fields(StageTrainingArguments)} | NOT_SETTINGS
+    return tuple(f.name for f in fields(DistillationTrainingArguments) if f.name not in inherited)
 
 
 def _launched_multi_process() -> bool:
