@@ -356,7 +356,9 @@ def _checked_fusion(
 ) -> tuple[FusedGraph | None, dict]:
     """The fused fp32 graph when ORT fused every layer's attention and it still reproduces the PyTorch model, and
     what happened either way (recorded as the summary's `fusion`)."""
-    fused = fuse_graph(onnx_path, config, work_dir / "fused" / ONNX_FILE)
+    # A quantization-aware student trained with its embeddings' LayerNorm in fp32: keep it out of the fusion.
+    embed = not is_quantization_aware(config)
+    fused = fuse_graph(onnx_path, config, work_dir / "fused" / ONNX_FILE, embed_layer_norm=embed)
     if fused is None:
         return None, {"used": False, "reason": "ONNX Runtime has no fusions for this architecture or failed"}
     record = {"ops": fused.ops, "layers": fused.num_layers, "complete": fused.complete}

@@ -58,16 +58,23 @@ class FusedGraph:
 
 
 def fuse_graph(
-    onnx_path: str | os.PathLike, config: PretrainedConfig, target: str | os.PathLike, opt_level: int = 0
+    onnx_path: str | os.PathLike,
+    config: PretrainedConfig,
+    target: str | os.PathLike,
+    opt_level: int = 0,
+    embed_layer_norm: bool = True,
 ) -> FusedGraph | None:
     """Fuse `onnx_path` with ORT's transformer fusions for `config`'s architecture, typed for quantization, into
     `target`. None, with the reason logged, where ORT has no fusion rules for the architecture or fusion fails.
 
     `opt_level` 0 applies the transformer fusions only (a graph any ORT build runs); 1 and 2 run ORT's basic /
-    extended graph optimizations first.
+    extended graph optimizations first. `embed_layer_norm=False` leaves the embeddings unfused: a quantization-aware
+    student needs that, since QEmbedLayerNormalization also rounds the LayerNorm's gamma and beta, which its
+    training does not emulate.
     """
     import onnx
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     model_type = ORT_MODEL_TYPES.get(config.model_type)
@@ -76,6 +83,8 @@ def fuse_graph(
         return None
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    options = FusionOptions(model_type)
+    options.enable_embed_layer_norm = embed_layer_norm
     try:
         optimizer = optimize_model(
             str(onnx_path),
@@ -83,6 +92,7 @@ def fuse_graph(
             num_heads=config.num_attention_heads,
             hidden_size=config.hidden_size,
             opt_level=opt_level,
+            optimization_options=options,
         )
         statistics = optimizer.get_fused_operator_statistics()
         optimizer.save_model_to_file(str(target))  # declares the com.microsoft domain of the fused ops

@@ -11,7 +11,6 @@ quantization (`quantize_static`, QDQ format) calibrates activation ranges on the
 from __future__ import annotations
 
 import logging as py_logging
-import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,42 +19,20 @@ import numpy as np
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from ..presets import PRESETS, default_preset, reduce_range, weight_type
 from .parity import _pad, synthetic_features
+
+__all__ = ["PRESETS", "CalibrationTexts", "QuantizationSettings", "default_preset", "quantize_graph"]
 
 logger = logging.get_logger(__name__)
 
 OPTIMIZATION_LEVELS = (0, 1, 2)
 QUANTIZATION_MODES = ("none", "dynamic", "static")
-PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-# Weight type per preset: u8 x s8 products are the fast path on VNNI, AVX-512 and ARM64; AVX2 without VNNI runs
-# u8 x u8 (its u8 x s8 instruction saturates int16 pair sums).
-_WEIGHT_TYPES = {"avx512_vnni": "QInt8", "avx512": "QInt8", "avx2": "QUInt8", "arm64": "QInt8"}
-
 # Static quantization covers the weight-heavy ops only. ORT's default static list also takes Where/Add/Mul, which
 # pulls the attention-mask tensors (filled with float32 min, -3.4e38) into calibration: the entropy and
 # percentile histograms then fail ("Too many bins for data range"), and quantizing them buys no speed.
 STATIC_OPERATORS = ("MatMul", "Gemm", "Gather")
-
-
-def default_preset() -> str:
-    """The preset that fits the CPU this runs on."""
-    if platform.machine().lower() in ("arm64", "aarch64"):
-        return "arm64"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    if "avx512_vnni" in flags or "avx512vnni" in flags:
-        return "avx512_vnni"
-    if "avx512f" in flags:
-        return "avx512"
-    return "avx2"
-
-
-def unsigned_weights(preset: str) -> bool:
-    """True where the preset stores weights as uint8 (zero point 128) rather than int8."""
-    return _WEIGHT_TYPES[preset] == "QUInt8"
 
 
 @dataclass
@@ -66,6 +43,7 @@ class QuantizationSettings:
     is_static: bool
     per_channel: bool
     weight_type: str  # onnxruntime.quantization.QuantType name
+    reduce_range: bool = False  # 7-bit weights (the avx512 preset: see distilnlp.presets)
     activation_type: str = "QUInt8"
     # None: ORT's dynamic defaults (every op it can make integer, fused Attention included); static: STATIC_OPERATORS
     operators: list[str] | None = None
@@ -85,7 +63,8 @@ class QuantizationSettings:
             preset=preset,
             is_static=is_static,
             per_channel=per_channel,
-            weight_type=_WEIGHT_TYPES[preset],
+            weight_type=weight_type(preset),
+            reduce_range=reduce_range(preset),
             operators=list(STATIC_OPERATORS) if is_static else None,
             nodes_to_exclude=list(nodes_to_exclude),
             calibration_method=calibration_method if is_static else None,
@@ -116,7 +95,7 @@ def quantize_graph(
     target.parent.mkdir(parents=True, exist_ok=True)
     common = {
         "per_channel": settings.per_channel,
-        "reduce_range": False,
+        "reduce_range": settings.reduce_range,
         "weight_type": QuantType[settings.weight_type],
         "nodes_to_exclude": list(settings.nodes_to_exclude),
         "op_types_to_quantize": settings.operators,
