@@ -193,6 +193,24 @@ def create_student(
     return student
 
 
+def relabel_student(student: PreTrainedModel, label_names: Sequence[str], order: list[int] | None) -> None:
+    """Give `student` the task's class names; with `order` (`teachers.label_permutation`), reorder the rows
+    of the classification head it copied from the teacher so its logits come out in the task's order."""
+    student.config.id2label = dict(enumerate(label_names))
+    student.config.label2id = {name: i for i, name in enumerate(label_names)}
+    if order is None:
+        return
+    # The head's output layer: the last Linear with one output per class (registered after the encoder).
+    heads = [m for m in student.modules() if isinstance(m, nn.Linear) and m.out_features == len(order)]
+    if not heads:
+        logger.warning("No classification layer found to reorder: the student's head starts unaligned.")
+        return
+    with torch.no_grad():
+        heads[-1].weight.copy_(heads[-1].weight[order])
+        if heads[-1].bias is not None:
+            heads[-1].bias.copy_(heads[-1].bias[order])
+
+
 def create_random_student(
     teacher: PreTrainedModel,
     num_layers: int | None = None,

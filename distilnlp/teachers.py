@@ -8,12 +8,15 @@ formed at every step from each teacher's own logits (never from one set of mixed
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
+
+logger = logging.getLogger(__name__)
 
 
 def as_teacher_list(teacher_model) -> list:
@@ -65,6 +68,67 @@ def feature_teacher_of(teachers: list, index: int):
             f"feature_teacher={index} but there are {len(teachers)} teacher(s): use 0..{len(teachers) - 1}."
         )
     return teachers[index]
+
+
+def label_names_of(config) -> list[str]:
+    """A model config's class names in id order."""
+    id2label = {int(i): str(name) for i, name in (config.id2label or {}).items()}
+    return [id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)]
+
+
+def _generic(names: Sequence[str]) -> bool:
+    """transformers' placeholder names (LABEL_0, LABEL_1, ...): the classes have no names to match."""
+    return all(name == f"LABEL_{i}" for i, name in enumerate(names))
+
+
+def label_permutation(
+    teacher, task_label_names: Sequence[str], role: str = "The teacher"
+) -> list[int] | None:
+    """How a teacher's logits line up with the task's classes, matched by class name.
+
+    `teacher` is a model config or the teacher's class names in id order. Returns None when the orders
+    already agree or either side has only placeholder names (`LABEL_i`, matched by index, so the counts must
+    agree), else `order` with `logits[..., order]` in the task's order. Other class names are a `ValueError`.
+    """
+    names = list(teacher) if isinstance(teacher, (list, tuple)) else label_names_of(teacher)
+    task = [str(name) for name in task_label_names]
+    if names == task or (len(names) == len(task) and (_generic(names) or _generic(task))):
+        return None
+    if sorted(names) != sorted(task) or len(set(names)) != len(names):
+        raise ValueError(
+            f"{role} predicts the classes {names} but the task has {task}: distill from a teacher fine-tuned "
+            "on the task's labels."
+        )
+    return [names.index(name) for name in task]
+
+
+def align_logits(logits: torch.Tensor, order: list[int] | None) -> torch.Tensor:
+    """Teacher logits (..., C) reordered into the task's class order (`label_permutation`)."""
+    return logits if order is None else logits[..., order]
+
+
+def teacher_label_orders(teachers: list, cache_info: dict | None, task_label_names: Sequence[str]) -> tuple:
+    """(orders of the live teachers' logits, orders of the cached logits) into the task's class order.
+
+    Caches hold each teacher's logits in its own order with its class names recorded; a cache without
+    names (older) is taken to be in the live teachers' order, or the task's when there are none.
+    """
+    live = [label_permutation(t.config, task_label_names, f"Teacher {i}") for i, t in enumerate(teachers)]
+    summary = (cache_info or {}).get("teacher") or {}
+    recorded = [s.get("label_names") for s in summary.get("ensemble", [summary])]
+    cached = live or [None] * len(recorded)
+    if cache_info is not None and all(recorded):
+        cached = [
+            label_permutation(names, task_label_names, f"Cached teacher {i}")
+            for i, names in enumerate(recorded)
+        ]
+    for i, order in enumerate(live or cached):
+        if order is not None:
+            logger.info(
+                f"Teacher {i} lists the task's classes in another order; its logits are reordered by name into "
+                f"the task's order {list(task_label_names)}."
+            )
+    return live, cached
 
 
 def check_teachers(student: PreTrainedModel, teachers: list) -> None:

@@ -38,6 +38,8 @@ from .teachers import (
     as_teacher_list,
     check_teachers,
     feature_teacher_of,
+    label_names_of,
+    teacher_label_orders,
     teacher_weight_tensor,
 )
 from .trainer_losses import DistillationLossTermsMixin
@@ -217,6 +219,10 @@ class DistillationTrainer(DistillationLossTermsMixin, DistillationOutputsMixin, 
                 f"The teacher cache holds {cached_labels} logits per example but the student predicts "
                 f"{model.config.num_labels} labels; load the student with num_labels={cached_labels}."
             )
+        # Teachers' logits in the student's (the task's) class order, matched by name.
+        self._label_orders = teacher_label_orders(
+            self.teachers, self.teacher_cache_info, label_names_of(model.config)
+        )
         self.hidden_pairs = pairs if need_hidden else ()
         self.attention_pairs = tuple((s, t) for s, t in pairs if s > 0) if need_attention else ()
         if need_attention:

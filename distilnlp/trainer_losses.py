@@ -11,7 +11,7 @@ import torch
 from .counts import ItemCounts
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, soft_target_loss_for
 from .teacher_cache import TeacherCacheError
-from .teachers import mix_teacher_logits, split_cached_logits
+from .teachers import align_logits, mix_teacher_logits, split_cached_logits
 from .training_args import LossSettings
 
 
@@ -24,16 +24,22 @@ class DistillationLossTermsMixin:
         Each teacher's logits come from the cache when the batch has them, else from the live teachers
         (the feature teacher's forward is reused).
         """
+        live_orders, cached_orders = self._label_orders  # each teacher's classes into the task's order
         if self._num_teachers == 1:
-            return teacher_out.logits if teacher_out is not None else cached_logits
+            if teacher_out is not None:
+                return align_logits(teacher_out.logits, live_orders[0])
+            return align_logits(cached_logits, cached_orders[0])
         if cached_logits is not None:
             per_teacher = split_cached_logits(cached_logits, self._num_teachers)
+            orders = cached_orders
         else:
             feature = self.args.feature_teacher
             per_teacher = [
                 teacher_out.logits if i == feature else self._run_teacher(inputs, {}, teacher).logits
                 for i, teacher in enumerate(self.teachers)
             ]
+            orders = live_orders
+        per_teacher = [align_logits(z, order) for z, order in zip(per_teacher, orders, strict=True)]
         problem_type = self.accelerator.unwrap_model(self.model).config.problem_type
         if per_teacher[0].dim() == 3:  # token classification: one distribution per token
             problem_type = "single_label_classification"

@@ -322,3 +322,48 @@ def test_export_calibrates_on_the_data_recorded_with_the_model(tmp_path):
     assert (
         task_data_for(model, DataArguments(dataset="other.csv")).dataset == "other.csv"
     )  # an explicit choice
+
+
+def test_numbers_that_would_train_nothing_or_nonsense_are_one_line(task, tmp_path, capsys):
+    teacher, data = task
+    base = ["distill", "--teacher", str(teacher), "--dataset", str(data), "--output_dir", str(tmp_path / "o")]
+    for flags, status, expected in (
+        (["--num_train_epochs", "0"], 2, "num_train_epochs must be a finite number > 0, got 0.0"),
+        (["--num_train_epochs", "-1"], 2, "num_train_epochs must be a finite number > 0, got -1.0"),
+        (["--max_steps", "0"], 2, "max_steps must be > 0 (or -1: train for num_train_epochs), got 0"),
+        (["--temp", "3"], 2, "unknown flag '--temp'. Did you mean '--temperature'?"),
+        (
+            ["--teacher_weights", "-1,2"],
+            2,
+            "teacher_weights='-1,2': every weight must be a finite number > 0",
+        ),
+        (
+            ["--max_length", "1"],
+            1,
+            "max_length=1 leaves no room for text: the tokenizer adds 2 special token(s)",
+        ),
+    ):
+        assert main([*base, *flags]) == status, flags
+        error = capsys.readouterr().err
+        assert expected in last_line(error), error
+        assert not (tmp_path / "o" / "model.safetensors").exists()
+
+    one_class = tmp_path / "one.csv"
+    one_class.write_text("text,topic\n" + "".join(f"w{i} w{i + 1},only\n" for i in range(30)))
+    finetune = ["finetune", "--model_name_or_path", str(teacher), "--dataset", str(one_class),
+                "--label_column", "topic", "--output_dir", str(tmp_path / "f"), "--use_cpu", "true"]  # fmt: skip
+    assert main(finetune) == 1
+    assert f"The label column 'topic' of {one_class} holds one class (['only'])" in last_line(
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "f" / "config.json").exists()
+
+
+def test_a_soft_label_past_float32_range_is_named_by_row(tmp_path):
+    from distilnlp.data import SoftLabelError, read_soft_labels
+
+    path = tmp_path / "soft.jsonl"
+    rows = [{"text": "w1", "logits": [0, 1, 2]}, {"text": "w2", "logits": [0, 1e39, 2]}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SoftLabelError, match=r"soft.jsonl: row 2: a logits value is too large for float32"):
+        read_soft_labels(path, ["a", "b", "c"])

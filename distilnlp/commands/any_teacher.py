@@ -12,7 +12,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ..artifacts import SOFT_LABEL_CACHE_DIR
 from ..checkpoints import ResumePlan, RunSettingsCallback
-from ..data import DataArguments, load_task_data, read_soft_labels, tokenize_task_data
+from ..data import DataArguments, read_soft_labels
+from ..data.task import check_max_length
 from ..data.teacher_inputs import TeacherInputsCollator, tokenizers_differ
 from ..teacher_cache import build_soft_label_cache
 from ..teacher_cache.fingerprint import tokenizer_fingerprint
@@ -78,20 +79,42 @@ def student_data(
         f"{tokenizer_fingerprint(student_tokenizer)[:12]}). Each model reads its own tokenization of the text "
         f"(teacher max_length {teacher_max_length}, student {data_args.max_length}); logit losses only."
     )
-    raw = load_task_data(data_args)
-    tokenized = tokenize_task_data(raw, student_tokenizer, data_args)
-    text = data_args.text_column
-    for split in CACHED_SPLITS:  # the teacher tokenizes the text itself, batch by batch
-        tokenized[split] = tokenized[split].add_column(text, raw[split][text])
+    check_max_length(teacher_tokenizer, teacher_max_length, "teacher_max_length")
+    # The same rows as the teacher's tokenization (transfer rows included), with their text: the teacher
+    # tokenizes it itself, batch by batch.
+    _, tokenized, _ = prepare_data(data_args, student_tokenizer, with_transfer=True, keep_text=True)
     collator = TeacherInputsCollator(
         student_tokenizer,
         teacher_tokenizer,
-        text_column=text,
+        text_column=data_args.text_column,
         max_length=data_args.max_length,
         teacher_max_length=teacher_max_length,
     )
     kwargs = task_trainer_kwargs(tokenized, student_tokenizer) | {"data_collator": collator}
     return StudentData(student_tokenizer, tokenized, kwargs, cross_tokenizer=True)
+
+
+def soft_key_column(key: str, data_args: DataArguments) -> str:
+    return data_args.text_column if key == "text" else "id"
+
+
+def soft_label_keys(key: str, data_args: DataArguments, raw: DatasetDict, tokenized: DatasetDict) -> dict:
+    """{split: each row's soft-label key} of the cached splits, transfer rows (after the labelled ones) included:
+    texts from the tokenized splits' kept text, ids from the task data."""
+    column = soft_key_column(key, data_args)
+    if column not in raw["train"].column_names:
+        raise ValueError(
+            f"The soft labels are keyed by {key!r} but the task data has no {column!r} column "
+            f"(columns: {raw['train'].column_names}); key them by text, or add an id column to the data."
+        )
+    if key == "text":
+        return {split: tokenized[split][column] for split in CACHED_SPLITS}
+    if data_args.transfer_dataset:
+        raise ValueError(
+            "--transfer_dataset cannot be used with --soft_labels keyed by id: transfer texts have no id to "
+            "match; key the soft labels by text, or unset --transfer_dataset."
+        )
+    return {split: raw[split][column] for split in CACHED_SPLITS}
 
 
 def distill_from_soft_labels(
@@ -104,7 +127,8 @@ def distill_from_soft_labels(
     """Distill `distill_args.student` from the soft labels in `distill_args.soft_labels` (no teacher model).
 
     The file is validated and written as a teacher cache (`args.teacher_cache`, default
-    `<output_dir>/soft-label-cache`) over the student's tokenized train and validation splits.
+    `<output_dir>/soft-label-cache`) over the student's tokenized train and validation splits (the train split
+    with the `transfer_dataset` rows, which text-keyed soft labels may cover).
     """
     if args.teacher_cache_top_k is not None:
         raise ValueError(
@@ -112,7 +136,7 @@ def distill_from_soft_labels(
         )
     path = resolve_model_path(distill_args.student)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=distill_args.trust_remote_code)
-    raw, tokenized, names = prepare_data(data_args, tokenizer)
+    raw, tokenized, names = prepare_data(data_args, tokenizer, with_transfer=True, keep_text=True)
     soft = read_soft_labels(
         distill_args.soft_labels,
         names,
@@ -120,20 +144,22 @@ def distill_from_soft_labels(
         temperature=distill_args.soft_labels_temperature,
         tolerance=distill_args.soft_labels_tolerance,
     )
-    column = data_args.text_column if soft.key == "text" else "id"
-    if column not in raw["train"].column_names:
-        raise ValueError(
-            f"The soft labels are keyed by {soft.key!r} but the task data has no {column!r} column "
-            f"(columns: {raw['train'].column_names}); key them by text, or add an id column to the data."
-        )
+    keys = soft_label_keys(soft.key, data_args, raw, tokenized)
+    tokenized = DatasetDict(
+        {n: d.remove_columns(data_args.text_column) if n in keys else d for n, d in tokenized.items()}
+    )
     cache_dir = args.teacher_cache or str(Path(args.output_dir) / SOFT_LABEL_CACHE_DIR)
     with args.main_process_first(desc="soft-label cache"):
         cache = build_soft_label_cache(
             cache_dir,
             soft,
             {split: tokenized[split] for split in CACHED_SPLITS},
-            {split: raw[split][column] for split in CACHED_SPLITS},
-            all_keys=[key for split in raw.values() for key in split[column]],
+            keys,
+            all_keys=[
+                *keys["train"],
+                *keys["validation"],
+                *raw["test"][soft_key_column(soft.key, data_args)],
+            ],
             tokenizer=tokenizer,
             max_length=data_args.max_length,
         )

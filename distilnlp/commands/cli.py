@@ -6,10 +6,13 @@ import contextlib
 import errno
 import io
 import logging
+import math
 import os
 import sys
 import traceback
 from collections.abc import Callable
+
+from transformers import TrainingArguments
 
 from ..data import DataArguments
 from ..training_args import DistillationTrainingArguments, StageTrainingArguments
@@ -49,15 +52,29 @@ def parse(dataclass_types, argv: list[str], prog: str) -> tuple:
         with contextlib.redirect_stderr(captured):
             parsed = parse_config(dataclass_types, argv, prog=prog)
         sys.stderr.write(captured.getvalue())  # warnings raised while parsing
+        for instance in parsed:
+            if isinstance(instance, TrainingArguments):
+                check_training_length(instance)
         return parsed
     except SystemExit as exit_:
         if not exit_.code:  # --help
             raise
         lines = [line for line in captured.getvalue().splitlines() if line.strip()]
         message = lines[-1] if lines else f"invalid arguments (exit {exit_.code})"
-        raise UsageError(message.removeprefix(f"{prog}: error: ") + f"; see `{prog} --help`.") from None
+        message = message.removeprefix(f"{prog}: error: ")
+        hint = "" if "--help`" in message else f"; see `{prog} --help`."  # _unknown's message has its own
+        raise UsageError(message + hint) from None
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error)) from error
+
+
+def check_training_length(args: TrainingArguments) -> None:
+    """A run of no steps would save the untrained model as a finished run: refuse it."""
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise ValueError(f"max_steps must be > 0 (or -1: train for num_train_epochs), got {args.max_steps}.")
+    epochs = args.num_train_epochs
+    if args.max_steps < 0 and not (math.isfinite(epochs) and epochs > 0):
+        raise ValueError(f"num_train_epochs must be a finite number > 0, got {epochs}.")
 
 
 # The failures a command reports in one line (the package's own errors subclass these).

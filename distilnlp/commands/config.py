@@ -41,7 +41,9 @@ def field_names(dataclass_types) -> list[str]:
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
+    # A truncated name (`--temp`) means the shortest name it starts; spelling slips go to difflib.
+    prefixed = sorted((k for k in known if k.startswith(name) and len(name.lstrip("-")) >= 3), key=len)
+    close = prefixed or difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return f"unknown {kind} {name!r}.{hint} See `distilnlp <command> --help`."
 
@@ -84,6 +86,27 @@ def set_defaults_with_config(parser: argparse.ArgumentParser, config: dict[str, 
             action.required = False
 
 
+# A value such as `-1,2` or `-0.5` that argparse would take for a flag (it knows only plain negative numbers).
+NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+def _join_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`--flag -1,2` -> `--flag=-1,2` for flags that take one value, so the value reaches its own checks."""
+    takes_value = {
+        option
+        for action in parser._actions
+        if action.nargs in (None, "?") and action.option_strings
+        for option in action.option_strings
+    }
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in takes_value and NEGATIVE_VALUE.match(token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def _split_recipe(argv: list[str], dataclass_types) -> tuple[dict[str, Any], list[str]]:
     """(the recipe's values, the flags): a first argument that is not a flag names a recipe file or a
     bundled recipe (`distilnlp recipes`)."""
@@ -101,7 +124,7 @@ def parse_config(dataclass_types, argv: list[str], prog: str | None = None) -> t
     parser = make_parser(dataclass_types, prog)
     set_defaults_with_config(parser, recipe)
     *instances, remaining = parser.parse_args_into_dataclasses(
-        args=argv, return_remaining_strings=True, look_for_args_file=False
+        args=_join_negative_values(parser, argv), return_remaining_strings=True, look_for_args_file=False
     )
     if remaining:
         flag = next((r for r in remaining if r.startswith("-")), remaining[0])
@@ -117,7 +140,7 @@ def explicit_values(dataclass_types, argv: list[str]) -> dict[str, Any]:
     parser = make_parser(dataclass_types)
     for action in parser._actions:
         action.default, action.required = argparse.SUPPRESS, False
-    given, _ = parser.parse_known_args(argv)
+    given, _ = parser.parse_known_args(_join_negative_values(parser, argv))
     return {name: _plain(value) for name, value in (recipe | vars(given)).items()}
 
 

@@ -131,10 +131,10 @@ def search(
     ranges = search_args.ranges()
     may_use_attention = max([args.max_weight("attention_weight"), *ranges.get("attention_weight", [0.0])]) > 0
     attn_implementation = "eager" if may_use_attention else None
-    teacher, tokenizer, tokenized, _ = load_teacher_and_data(distill_args, data_args, attn_implementation)
+    teacher, tokenizer, tokenized, names = load_teacher_and_data(distill_args, data_args, attn_implementation)
 
     def model_init():
-        return build_student(distill_args, teacher, attn_implementation, args.feature_teacher)
+        return build_student(distill_args, teacher, attn_implementation, args.feature_teacher, names)
 
     trainer = DistillationTrainer(
         model_init=model_init,

@@ -31,9 +31,9 @@ from ..data import (
 )
 from ..metrics import compute_classification_metrics
 from ..run_lock import output_dir_lock
-from ..student import create_random_student, create_student
+from ..student import create_random_student, create_student, relabel_student
 from ..teacher_cache.fingerprint import tokenizer_fingerprint
-from ..teachers import as_teacher_list, feature_teacher_of
+from ..teachers import as_teacher_list, feature_teacher_of, label_names_of, label_permutation
 from ..trainer import DistillationTrainer
 from ..training_args import DistillationTrainingArguments
 from .arguments import DistillArguments, FinetuneArguments, resolve_model_path  # noqa: F401 (re-exported)
@@ -44,11 +44,26 @@ logger = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def prepare_data(data_args: DataArguments, tokenizer, with_transfer: bool = False) -> tuple:
+TEXT_SPLITS = ("train", "validation")  # the splits that keep their text with `keep_text`
+
+
+def prepare_data(
+    data_args: DataArguments, tokenizer, with_transfer: bool = False, keep_text: bool = False
+) -> tuple:
     """(raw splits, tokenized splits, label names); with `with_transfer`, the tokenized train split also
-    holds the rows of `data_args.transfer_dataset` (label -100) after the labelled ones."""
+    holds the rows of `data_args.transfer_dataset` (label -100) after the labelled ones; with `keep_text`,
+    the train and validation splits keep each row's text (transfer rows' too) in `data_args.text_column`."""
     raw = load_task_data(data_args)
+    names = label_names(raw)
+    if len(names) < 2:  # num_labels=1 would silently make a regression head with accuracy 1.0
+        raise ValueError(
+            f"The label column {data_args.label_column!r} of {data_args.dataset} holds one class ({names}): "
+            "a classifier needs at least two; check label_column and the data."
+        )
     tokenized = tokenize_task_data(raw, tokenizer, data_args)
+    text = data_args.text_column
+    for split in TEXT_SPLITS if keep_text else ():
+        tokenized[split] = tokenized[split].add_column(text, raw[split][text])
     if with_transfer and data_args.transfer_dataset:
         texts = load_transfer_texts(
             data_args.transfer_dataset,
@@ -58,9 +73,11 @@ def prepare_data(data_args: DataArguments, tokenizer, with_transfer: bool = Fals
             data_args.split_seed,
         )
         labels_feature = tokenized["train"].features["labels"]
-        rows = tokenize_transfer(texts, tokenizer, data_args.max_length, labels_feature)
+        rows = tokenize_transfer(
+            texts, tokenizer, data_args.max_length, labels_feature, text if keep_text else None
+        )
         tokenized["train"] = add_transfer_rows(tokenized["train"], rows)
-    return raw, tokenized, label_names(raw)
+    return raw, tokenized, names
 
 
 def task_trainer_kwargs(tokenized, tokenizer) -> dict:
@@ -231,6 +248,7 @@ def load_teacher_and_data(
                 f"The teacher {folder} has {teacher.config.num_labels} labels but the data has {len(names)} "
                 f"({names}); distill on the data the teacher was fine-tuned on."
             )
+        label_permutation(teacher.config, names, f"The teacher {folder}")  # other class names: an error now
     return (teachers if len(teachers) > 1 else teachers[0]), tokenizer, tokenized, names
 
 
@@ -239,14 +257,23 @@ def build_student(
     teacher: PreTrainedModel | list[PreTrainedModel],
     attn_implementation: str | None,
     feature_teacher: int = 0,
+    names: list[str] | None = None,
 ):
     """The student: loaded from `distill_args.student`, narrower from a config, or layers of the teacher.
 
     Of several teachers, the feature teacher (`feature_teacher` index) is the one the student is built from.
+    The student predicts the task's classes `names` in their order (default: the teacher's).
     """
     teacher = feature_teacher_of(as_teacher_list(teacher), feature_teacher)
+    names = names or label_names_of(teacher.config)
     if distill_args.student:
-        return load_student(distill_args, teacher.config.id2label, attn_implementation)
+        return load_student(distill_args, dict(enumerate(names)), attn_implementation)
+    student = _student_from_teacher(distill_args, teacher, attn_implementation)
+    relabel_student(student, names, label_permutation(teacher.config, names))
+    return student
+
+
+def _student_from_teacher(distill_args: DistillArguments, teacher, attn_implementation: str | None):
     depth = distill_args.student_layers or max(1, teacher.config.num_hidden_layers // 2)
     if distill_args.student_hidden_size or distill_args.student_num_attention_heads:
         return create_random_student(
@@ -305,18 +332,17 @@ def _distill(distill_args, data_args, args, plan: ResumePlan, settings: dict) ->
     # Attention losses need attention probabilities, which only the eager implementation returns.
     attn_implementation = "eager" if args.max_weight("attention_weight") > 0 else None
     teacher, tokenizer, tokenized, names = load_teacher_and_data(distill_args, data_args, attn_implementation)
-    student = build_student(distill_args, teacher, attn_implementation, args.feature_teacher)
+    student = build_student(distill_args, teacher, attn_implementation, args.feature_teacher, names)
     student_side = student_data(distill_args, data_args, tokenizer, tokenized)
     trainer = train_student(student, teacher, args, plan, run_settings, student_side.trainer_kwargs)
 
     # teacher_test_* is the feature teacher; the others of an ensemble are teacher<i>_test_*.
-    other_teachers = {}
+    scores = {}
     for index, other in enumerate(trainer.teachers):
-        if other is not trainer.teacher_model:
-            other_teachers |= evaluate_on(other, tokenized["test"], tokenizer, args, f"teacher{index}_test")
+        prefix = "teacher_test" if other is trainer.teacher_model else f"teacher{index}_test"
+        scores |= evaluate_on(other, in_labels_of(other, tokenized["test"], names), tokenizer, args, prefix)
     results = {
-        **other_teachers,
-        **evaluate_on(trainer.teacher_model, tokenized["test"], tokenizer, args, "teacher_test"),
+        **scores,
         **evaluate_on(student, student_side.tokenized["test"], student_side.tokenizer, args, "student_test"),
         **trainer.distillation_summary(),
         "labels": names,
@@ -324,6 +350,19 @@ def _distill(distill_args, data_args, args, plan: ResumePlan, settings: dict) ->
         "cross_tokenizer": student_side.cross_tokenizer,
     }
     return save_student(trainer, args, results)
+
+
+def in_labels_of(teacher: PreTrainedModel, dataset, names: list[str]):
+    """`dataset` with its labels renumbered into the teacher's class order, to score a teacher whose
+    classes are the task's in another order."""
+    order = label_permutation(teacher.config, names)
+    if order is None:
+        return dataset
+    return dataset.map(
+        lambda batch: {"labels": [order[y] if y >= 0 else y for y in batch["labels"]]},
+        batched=True,
+        desc="Teacher's label order",
+    )
 
 
 def train_student(student, teacher, args, plan: ResumePlan, run_settings, trainer_kwargs: dict):

@@ -276,5 +276,13 @@ def read_soft_labels(
         keys.append(normalised)
         values.append(ordered)
         numbers.append(number)
-    logits = (np.stack(values) / temperature).astype(np.float32)
+    with np.errstate(over="ignore"):  # caught just below, with the row
+        logits = (np.stack(values) / temperature).astype(np.float32)
+    overflow = np.flatnonzero(~np.isfinite(logits).all(-1))
+    if overflow.size:  # finite as float64, but past float32's range (about 3.4e38) once stored
+        raise SoftLabelError(
+            f"{path}: row {numbers[overflow[0]]}: a {kind} value is too large for float32 (it becomes "
+            f"infinite{' after dividing by soft_labels_temperature' if temperature != 1 else ''}); give values "
+            "within +-3e38."
+        )
     return SoftLabels(str(path), key, kind, keys, logits, list(label_names), float(temperature), numbers)

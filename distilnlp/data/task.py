@@ -326,6 +326,16 @@ def labeled_subset(dataset: Dataset, label_column: str = "labels") -> Dataset:
 # Tokenization
 
 
+def check_max_length(tokenizer: PreTrainedTokenizerBase, max_length: int, flag: str = "max_length") -> None:
+    """`max_length` must leave room for at least one text token beside the tokenizer's special tokens."""
+    special = tokenizer.num_special_tokens_to_add(pair=False)
+    if max_length <= special:
+        raise ValueError(
+            f"{flag}={max_length} leaves no room for text: the tokenizer adds {special} special token(s) to "
+            f"every input; use {flag} >= {special + 1}."
+        )
+
+
 def tokenize_task_data(
     dataset_dict: DatasetDict, tokenizer: PreTrainedTokenizerBase, data_args: DataArguments
 ) -> DatasetDict:
@@ -333,6 +343,7 @@ def tokenize_task_data(
     `DataCollatorWithPadding`); keeps only the tokenizer outputs and the label, renamed to `labels`."""
     text_column, label_column = data_args.text_column, data_args.label_column
     max_length = data_args.max_length
+    check_max_length(tokenizer, max_length)
     model_max = getattr(tokenizer, "model_max_length", None)
     if isinstance(model_max, int) and 0 < model_max < max_length:
         logger.warning(

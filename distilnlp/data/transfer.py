@@ -122,15 +122,23 @@ def load_transfer_texts(
 
 
 def tokenize_transfer(
-    texts: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, labels_feature
+    texts: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    labels_feature,
+    text_column: str | None = None,
 ) -> Dataset:
-    """Tokenized transfer rows with `labels` = -100 (typed like the labelled rows' `labels` column)."""
+    """Tokenized transfer rows with `labels` = -100 (typed like the labelled rows' `labels` column); with
+    `text_column`, the text is kept under that name (for a teacher that tokenizes it, or soft-label keys)."""
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
         return {**encoded, "labels": [UNLABELED] * len(batch["text"])}
 
-    rows = texts.map(tokenize, batched=True, remove_columns=["text"], desc="Tokenizing transfer set")
+    remove = [] if text_column else ["text"]
+    rows = texts.map(tokenize, batched=True, remove_columns=remove, desc="Tokenizing transfer set")
+    if text_column and text_column != "text":
+        rows = rows.rename_column("text", text_column)
     return rows.cast_column("labels", labels_feature)
 
 

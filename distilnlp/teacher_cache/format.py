@@ -52,6 +52,7 @@ from datasets import Dataset, Features, Sequence, Value
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..artifacts import TEACHER_CACHE_METADATA_FILE as METADATA_FILE  # noqa: F401 (re-exported)
+from ..teachers import label_names_of
 from .fingerprint import combine, inputs_fingerprint, teachers_fingerprint, tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -196,6 +197,7 @@ def _teacher_summary(teacher: PreTrainedModel | str | os.PathLike) -> dict:
         "name": name,
         "task": task,
         "num_labels": config.num_labels,
+        "label_names": label_names_of(config),  # the logits' class order (the trainer aligns it by name)
         "problem_type": config.problem_type,
         "shape": {
             "layers": config.num_hidden_layers,

@@ -74,6 +74,7 @@ def build_soft_label_cache(
         "name": f"soft labels ({Path(soft_labels.path).name})",
         "task": "sequence-classification",
         "num_labels": len(soft_labels.label_names),
+        "label_names": soft_labels.label_names,  # already in the task's order
         "problem_type": "single_label_classification",
         "shape": None,
     }
