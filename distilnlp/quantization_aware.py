@@ -54,7 +54,6 @@ def ort_quantizer_settings(preset: str) -> dict:
     same values (per_channel, reduce_range, weight_qType, activation_qType=QUInt8, static=False,
     mode=QuantizationMode.IntegerOps, op_types_to_quantize=list(IntegerOpsRegistry), extra_options). Exclude
     `qat_nodes_to_exclude(fp32_graph)` too (with "MatMulConstBOnly" they are left alone anyway)."""
-    grid = WEIGHT_GRIDS[preset]
     return {
         "per_channel": True,
         "reduce_range": reduce_range(preset),

@@ -21,7 +21,7 @@ ONNX_MODULES = (
     "test_vocabulary.py",
     "test_sweep.py",
     "test_int8_peak.py",
-    "test_runtime.py",
+    "test_export_architectures.py",
 )
 
 
