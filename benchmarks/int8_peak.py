@@ -136,7 +136,7 @@ def is_fused(path: Path) -> bool:
 
 
 def fused_int8(model_dir: Path, scratch: Path) -> Path:
-    """fp32 graph -> ONNX Runtime's BERT fusions (as ORTOptimizer O2) -> dynamic int8 (QAttention et al.)."""
+    """fp32 graph -> ONNX Runtime's BERT fusions (as distilnlp.onnx.fusion) -> dynamic int8 (QAttention et al.)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
@@ -238,7 +238,7 @@ def measure(args) -> dict:
         "load_average_after": os.getloadavg()[0],
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
-        "versions": package_versions("onnx", "onnxruntime", "optimum", "transformers"),
+        "versions": package_versions("onnx", "onnxruntime", "transformers"),
     }
     return report
 

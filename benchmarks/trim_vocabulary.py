@@ -138,7 +138,7 @@ def main() -> None:
         "num_test_texts": len(test_texts),
         "exports": rows,
         "untrimmed_int8_choice": json.loads(exports["untrimmed"].summary_path.read_text())["int8_choice"],
-        "versions": package_versions("torch", "transformers", "onnxruntime", "optimum"),
+        "versions": package_versions("torch", "transformers", "onnxruntime"),
     }
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

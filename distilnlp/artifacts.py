@@ -16,7 +16,7 @@ ONNX_FILE = "model.onnx"
 OPTIMIZED_FILE = "model_optimized.onnx"
 QUANTIZED_FILE = "model_quantized.onnx"
 EXPORT_SUMMARY_FILE = "distilnlp_export.json"
-ORT_CONFIG_FILE = "ort_config.json"  # written by exports before 0.2 (Optimum); removed on re-export
+ORT_CONFIG_FILE = "ort_config.json"  # written by the earlier Optimum exports; removed on re-export
 EXPORT_STAGING_PREFIX = ".distilnlp-export-"  # temporary sibling folder an export is built in
 # vocabulary trimming (distilnlp.vocabulary): what was kept, beside the trimmed model
 VOCABULARY_TRIM_FILE = "distilnlp_vocabulary.json"

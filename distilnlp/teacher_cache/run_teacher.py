@@ -3,9 +3,9 @@
 Backends:
 
 - `torch`: the PyTorch model under `torch.inference_mode` (the reference).
-- `onnx`: the teacher exported with Optimum (`ORTModelForSequenceClassification(export=True)`), fp32; its
+- `onnx`: the teacher exported with `torch.onnx` (`distilnlp.onnx.torch_export`), fp32, run by ONNX Runtime; its
   logits match PyTorch's to ~1e-6.
-- `onnx-int8`: that graph, dynamically int8-quantized with Optimum's `ORTQuantizer`. int8 logits are off by up
+- `onnx-int8`: that graph, dynamically int8-quantized with `onnxruntime.quantization`. int8 logits are off by up
   to about one logit, which can flip the predicted class of an example the teacher is unsure about, so every
   example whose int8 top-1 margin (largest minus second-largest logit) is below `int8_guard_margin` is run
   again through the fp32 graph. An example can only change class under int8 if its int8 margin is at most
