@@ -10,7 +10,9 @@ in this process and interleaved (A B A B ...) so that the machine's drift hits b
 
     python benchmarks/export_stack.py --student distilnlp-demo/student \
         --before_python /path/to/old-venv/bin/python --before_checkout /path/to/old-checkout \
-        --output benchmarks/results/export_stack
+        --work_dir runs/export_stack --output benchmarks/results/export_stack
+
+writes `<output>.json` and `<output>.md`; the two exports stay in `--work_dir`.
 """
 
 from __future__ import annotations
@@ -58,17 +60,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--student", type=Path, required=True)
     parser.add_argument("--before_python", required=True)
     parser.add_argument("--before_checkout", type=Path, required=True)
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument(
+        "--output", type=Path, required=True, help="results path stem (.json and .md are added)"
+    )
+    parser.add_argument(
+        "--work_dir", type=Path, default=Path("runs/export_stack"), help="where the exports go"
+    )
     parser.add_argument("--sequence_length", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5, help="A B rounds of timing per batch size")
     parser.add_argument("--runs", type=int, default=20, help="timed calls per round")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    args.output.mkdir(parents=True, exist_ok=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     threads = args.threads or os.cpu_count() or 1
     folders = {
-        "before (optimum-onnx)": args.output / "before",
-        "after (torch.onnx + onnxruntime)": args.output / "after",
+        "before (optimum-onnx)": args.work_dir / "before",
+        "after (torch.onnx + onnxruntime)": args.work_dir / "after",
     }
     seconds = {
         "before (optimum-onnx)": export(
