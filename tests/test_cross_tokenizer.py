@@ -146,6 +146,18 @@ def test_feature_losses_across_tokenizers_fail_at_construction(tmp_path, tokeniz
                             data_collator=collator_for(tokenizers))  # fmt: skip
 
 
+@pytest.mark.parametrize("kind", ["token_dropout", "mask", "mix"])
+def test_augmentation_across_tokenizers_is_refused(tmp_path, tokenizers, kind):
+    """The teacher reads its own tokenization of the original text: augmenting the student's ids alone would show
+    the two models different inputs, so it is refused rather than silently inconsistent."""
+    teacher, student = models()
+    data = Dataset.from_dict({"text": TEXTS, "labels": [0] * len(TEXTS)})
+    args = quick_distillation_args(tmp_path, augmentation=kind)
+    with pytest.raises(ValueError, match=f"augmentation='{kind}' cannot be used with a teacher that reads another"):
+        DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data,
+                            data_collator=collator_for(tokenizers), processing_class=tokenizers[0])  # fmt: skip
+
+
 def test_token_classification_and_a_plain_collator_are_refused_with_the_fix(tmp_path, tokenizers):
     teacher, student = models()
     data = Dataset.from_dict({"text": TEXTS, "labels": [0] * len(TEXTS)})

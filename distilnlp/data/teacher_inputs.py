@@ -159,6 +159,13 @@ def check_cross_tokenizer(student, teacher, args) -> None:
             f"losses can be compared: token positions, hidden states, attention maps and relations do not "
             f"line up. Set {', '.join(f'{n}=0' for n in features)} (and their schedules' ends)."
         )
+    if getattr(args, "augmentation", "none") != "none":
+        # Augmentation edits the student's token ids; the teacher reads its own tokenization of the original text,
+        # so the two would no longer see the same input (the point of consistent augmentation).
+        raise ValueError(
+            f"augmentation={args.augmentation!r} cannot be used with a teacher that reads another tokenization: "
+            "the teacher would see the un-augmented text. Set augmentation=none, or use one tokenizer for both."
+        )
     for role, model in (("student", student), ("teacher", teacher)):
         if model is not None and type(model).__name__.endswith("ForTokenClassification"):
             raise ValueError(
