@@ -44,6 +44,7 @@ from transformers import (
 from distilnlp import DistillationTrainer, DistillationTrainingArguments, create_student
 from distilnlp.commands.stages import evaluate_on, prepare_data, resolve_model_path
 from distilnlp.data import DataArguments
+from distilnlp.onnx import export_teacher
 from distilnlp.teacher_cache import TeacherCache, TeacherCacheError, build_teacher_cache
 
 
@@ -153,7 +154,7 @@ def teacher_cache(folder: Path, teacher_dir: Path, train, test, tokenizer, cli) 
         pass
     return build_teacher_cache(
         folder, teacher_dir, {"train": train, "test": test}, tokenizer=tokenizer, max_length=MAX_LENGTH,
-        backend=cli.cache_backend,
+        backend=cli.cache_backend, onnx_export=export_teacher,
     )  # fmt: skip
 
 

@@ -42,6 +42,7 @@ from transformers import (
 from distilnlp import DistillationTrainer, DistillationTrainingArguments, create_student
 from distilnlp.commands.stages import evaluate_on, prepare_data, resolve_model_path
 from distilnlp.data import DataArguments, labeled_subset
+from distilnlp.onnx import export_teacher
 from distilnlp.teacher_cache import TeacherCache, build_teacher_cache
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -100,6 +101,7 @@ def build_caches(teacher_dir: str, tokenizer, data, out: Path, backends, batch_s
             max_length=128,
             backend=backend,
             batch_size=batch_size,
+            onnx_export=export_teacher,
         )
         seconds = time.perf_counter() - start
         logits[backend] = np.concatenate([np.asarray(cache.logits(n)["teacher_logits"]) for n in splits])

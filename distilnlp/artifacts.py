@@ -22,6 +22,8 @@ EXPORT_STAGING_PREFIX = ".distilnlp-export-"  # temporary sibling folder an expo
 VOCABULARY_TRIM_FILE = "distilnlp_vocabulary.json"
 # teacher cache
 TEACHER_CACHE_METADATA_FILE = "distilnlp_teacher_cache.json"
+# the column of cached teacher logits, in the cache and in the batches built from it (`counts` reads it)
+TEACHER_LOGITS_COLUMN = "teacher_logits"
 # `distill --soft_labels`: the file turned into a teacher cache, inside output_dir
 SOFT_LABEL_CACHE_DIR = "soft-label-cache"
 # distilnlp benchmark

@@ -14,14 +14,12 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from .artifacts import RUN_SETTINGS_FILE
-from .training_args import distillation_fields
 
 logger = logging.getLogger(__name__)
 
@@ -117,14 +115,6 @@ def resumable_checkpoint(output_dir: str | Path, need_optimizer: bool = True) ->
 
 
 # ------------------------------------------------------------------------------------------------ settings
-
-
-def run_settings(args) -> dict[str, Any]:
-    """What a run optimises (distillation settings) and for how long, as recorded in its output_dir."""
-    return {
-        "distillation": {name: getattr(args, name) for name in distillation_fields(args)},
-        "length": {"max_steps": args.max_steps, "num_train_epochs": args.num_train_epochs},
-    }
 
 
 def read_run_settings(folder: str | Path) -> dict | None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .teacher_cache.format import LOGITS as CACHED_LOGITS
+from .artifacts import TEACHER_LOGITS_COLUMN as CACHED_LOGITS
 
 
 @dataclass

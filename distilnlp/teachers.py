@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
+# The cache records a teacher's class names too, so their definition sits below both, with the task's.
+from .data.task import label_names_of
+
 logger = logging.getLogger(__name__)
 
 
@@ -68,12 +71,6 @@ def feature_teacher_of(teachers: list, index: int):
             f"feature_teacher={index} but there are {len(teachers)} teacher(s): use 0..{len(teachers) - 1}."
         )
     return teachers[index]
-
-
-def label_names_of(config) -> list[str]:
-    """A model config's class names in id order."""
-    id2label = {int(i): str(name) for i, name in (config.id2label or {}).items()}
-    return [id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)]
 
 
 def _generic(names: Sequence[str]) -> bool:

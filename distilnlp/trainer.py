@@ -7,6 +7,7 @@ import logging
 from collections import defaultdict
 
 import torch
+from accelerate.utils import DistributedType
 from transformers import PreTrainedModel, Trainer
 
 from .augment import Augmenter, augment_window
@@ -59,6 +60,16 @@ def _check_model(role: str, candidate, hint: bool = False) -> None:
         raise TypeError(
             f"{role} must be a transformers PreTrainedModel, got {type(candidate).__name__}{extra}."
         )
+
+
+def _onnx_export(backend: str):
+    """`distilnlp.onnx.export_teacher` for the teacher cache's ONNX backends (imported only when one is used);
+    the cache package sits below the exporter and gets it passed in."""
+    if backend == "torch":
+        return None
+    from .onnx import export_teacher
+
+    return export_teacher
 
 
 def _cached_width(dataset) -> int | None:
@@ -126,7 +137,13 @@ class DistillationTrainer(DistillationLossTermsMixin, DistillationOutputsMixin, 
             )
         elif args.teacher_cache:
             train_dataset, eval_dataset, self.teacher_cache_info = attach_teacher_cache(
-                args, teacher_model, processing_class, train_dataset, eval_dataset, self.teacher_inputs
+                args,
+                teacher_model,
+                processing_class,
+                train_dataset,
+                eval_dataset,
+                self.teacher_inputs,
+                onnx_export=_onnx_export(args.teacher_cache_backend),
             )
         uses_cache = has_cached_logits(getattr(train_dataset, "column_names", None) or ())
         teachers = as_teacher_list(teacher_model)
@@ -163,9 +180,8 @@ class DistillationTrainer(DistillationLossTermsMixin, DistillationOutputsMixin, 
         # compute_loss normalises over the accumulation window itself (see get_batch_samples), so Trainer
         # must not divide the loss by the number of accumulation steps again.
         self.model_accepts_loss_kwargs = True
-        for teacher in teachers:
-            if not hasattr(teacher, "hf_device_map"):
-                teacher.to(self.args.device)
+        self.teachers = [self._prepare_teacher(teacher) for teacher in teachers]
+        self.teacher_model = feature_teacher_of(self.teachers, args.feature_teacher)
         self._window_counts: ItemCounts | None = None
         self._augmenter = (
             Augmenter.from_tokenizer(
@@ -180,6 +196,27 @@ class DistillationTrainer(DistillationLossTermsMixin, DistillationOutputsMixin, 
         self.model_card_scores: dict[str, float] | None = None  # test scores for the model card, if known
         self._component_totals = {"train": defaultdict(float), "eval": defaultdict(float)}
         self._component_steps = {"train": 0, "eval": 0}
+
+    def _prepare_teacher(self, teacher: PreTrainedModel) -> PreTrainedModel:
+        """`teacher` placed as accelerate places the student (device, mixed-precision forward, `torch.compile` when
+        configured), the way TRL prepares its teacher and reference models; still in eval mode and frozen.
+
+        `evaluation_mode`: no DDP / FSDP wrapper, as nothing trains it. Under FSDP accelerate leaves placement to
+        that wrapper, so the teacher is moved to the device whole (as before). A teacher loaded with a `device_map`
+        stays where it is.
+        """
+        if hasattr(teacher, "hf_device_map"):
+            return teacher
+        accelerator = self.accelerator
+        fsdp = accelerator.distributed_type == DistributedType.FSDP
+        prepared = accelerator.prepare_model(
+            teacher, device_placement=True if fsdp else None, evaluation_mode=True
+        )
+        # Not one of the models the Trainer prepares, saves and restores: `evaluate` before `train` prepares the
+        # student only while accelerate holds no model (`train` clears the list itself, `free_memory`).
+        if prepared in accelerator._models:
+            accelerator._models.remove(prepared)
+        return prepared
 
     # ------------------------------------------------------------------------------------- student setup
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 from transformers import TrainingArguments
@@ -394,6 +395,15 @@ def distillation_fields(args_or_cls) -> tuple[str, ...]:
         return ()
     inherited = {f.name for f in fields(StageTrainingArguments)} | NOT_SETTINGS
     return tuple(f.name for f in fields(DistillationTrainingArguments) if f.name not in inherited)
+
+
+def run_settings(args) -> dict[str, Any]:
+    """What a run optimises (distillation settings) and for how long, as recorded in its output_dir (read back
+    and compared on resume by `distilnlp.checkpoints`)."""
+    return {
+        "distillation": {name: getattr(args, name) for name in distillation_fields(args)},
+        "length": {"max_steps": args.max_steps, "num_train_epochs": args.num_train_epochs},
+    }
 
 
 def _launched_multi_process() -> bool:

@@ -57,6 +57,22 @@ class VocabularyTrim:
     kept_ids: list[int]
 
 
+def _saved_class(config):
+    """The transformers class the model was saved as (`config.architectures`): loaded with it, the model keeps every
+    weight, its head included, whatever task it does. (Not `distilnlp.onnx.tasks`: the exporter sits above this
+    module and imports it.)"""
+    import transformers
+
+    model_class = getattr(transformers, (config.architectures or [""])[0], None)
+    if model_class is None:
+        raise ValueError(
+            f"Cannot tell which transformers class to load the model with (config.architectures = "
+            f"{config.architectures}); save it with save_pretrained() from its *ForSequenceClassification or "
+            "*ForTokenClassification class."
+        )
+    return model_class
+
+
 def _token_ids(tokenizer, texts: Sequence[str], max_length: int | None) -> list[list[int]]:
     ids = []
     for start in range(0, len(texts), _BATCH):
@@ -100,8 +116,6 @@ def trim_vocabulary(
         ValueError: the tokenizer is not a fast WordPiece tokenizer, the model ties its input embeddings to an
             output layer, or the check fails (a text tokenizes differently, or logits change).
     """
-    from .onnx.tasks import _torch_model_class
-
     if not texts:
         raise ValueError("trim_vocabulary needs the task's texts: with none, every token would be dropped.")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -116,7 +130,7 @@ def trim_vocabulary(
             f"uses {state['model']['type']}."
         )
     config = AutoConfig.from_pretrained(model_dir)
-    model = _torch_model_class(config).from_pretrained(model_dir).eval()
+    model = _saved_class(config).from_pretrained(model_dir).eval()
     if model.get_output_embeddings() is not None:
         raise ValueError(
             "The model has an output embedding layer (a language-model head); trim a classifier."
@@ -186,8 +200,6 @@ def trim_vocabulary(
 
 def _check(model_dir, output_dir, texts, original, new_id, max_length, check_logits_on) -> None:
     """Every text tokenizes to the remapped original ids; logits on the first texts are bit-identical."""
-    from .onnx.tasks import _torch_model_class
-
     trimmed_tokenizer = AutoTokenizer.from_pretrained(output_dir)
     trimmed = _token_ids(trimmed_tokenizer, texts, max_length)
     for index, (old, new) in enumerate(zip(original, trimmed, strict=True)):
@@ -199,8 +211,7 @@ def _check(model_dir, output_dir, texts, original, new_id, max_length, check_log
     if not sample:
         return
     models = [
-        _torch_model_class(AutoConfig.from_pretrained(d)).from_pretrained(d).eval()
-        for d in (model_dir, output_dir)
+        _saved_class(AutoConfig.from_pretrained(d)).from_pretrained(d).eval() for d in (model_dir, output_dir)
     ]
     tokenizers = [AutoTokenizer.from_pretrained(model_dir), trimmed_tokenizer]
     with torch.inference_mode():

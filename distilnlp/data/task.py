@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 # Label of a training example whose label is hidden: the models' cross-entropy ignores it (ignore_index).
 UNLABELED = -100
+# Dataset columns a BERT-class model reads (labels aside): the teacher cache fingerprints them, the
+# cross-tokenizer collator gives the teacher its own.
+MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
 
 @dataclass
@@ -393,3 +396,9 @@ def label_names(dataset_dict: DatasetDict, label_column: str | None = None) -> l
             f"Column {label_column!r} has type {feature}, not ClassLabel; load the data with load_task_data."
         )
     return list(feature.names)
+
+
+def label_names_of(config) -> list[str]:
+    """A model config's class names in id order."""
+    id2label = {int(i): str(name) for i, name in (config.id2label or {}).items()}
+    return [id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)]

@@ -20,7 +20,7 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from ..teacher_cache.fingerprint import MODEL_INPUT_COLUMNS, tokenizer_fingerprint
+from .task import MODEL_INPUT_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +37,6 @@ def _effective_max_length(max_length: int | None, tokenizer: PreTrainedTokenizer
     if not (isinstance(model_max, int) and 0 < model_max < 1_000_000):
         return max_length
     return model_max if max_length is None else min(max_length, model_max)
-
-
-def tokenizers_differ(teacher_tokenizer, student_tokenizer) -> bool:
-    """Whether the two tokenizers can give different ids for the same text (content fingerprints differ)."""
-    return tokenizer_fingerprint(teacher_tokenizer) != tokenizer_fingerprint(student_tokenizer)
 
 
 class TeacherInputsCollator:

@@ -8,6 +8,7 @@ from .export import ExportArguments, ExportResult
 from .parity import ParityError, ParityReport, check_parity
 from .quantize import default_preset
 from .runtime import OnnxClassifier
+from .torch_export import export_teacher  # the teacher cache's ONNX backends (`onnx_export`)
 
 __all__ = [
     "ExportArguments",
@@ -18,4 +19,5 @@ __all__ = [
     "check_parity",
     "default_preset",
     "export_model",
+    "export_teacher",
 ]

@@ -40,6 +40,7 @@ import numpy as np
 from transformers.utils import logging
 
 from ..artifacts import QUANTIZED_FILE
+from ..quantization_aware import qat_nodes_to_exclude
 from .fusion import FusedGraph
 from .parity import (
     ParityError,
@@ -359,8 +360,6 @@ def quantize_and_choose(
     A quantization-aware student (`fake_quantized_logits`: its fake-quantized logits on `batches`, the chain's
     reference) is quantized as it was trained: per-channel weights, attention's activation products in fp32
     (`qat_nodes_to_exclude`)."""
-    from ..quantization_aware import qat_nodes_to_exclude
-
     quantization_aware = fake_quantized_logits is not None
     is_static = args.quantize == "static"
     candidates = quantizable_nodes(onnx_path)

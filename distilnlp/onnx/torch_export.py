@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..artifacts import ONNX_FILE, QUANTIZED_FILE
+from ..presets import default_preset
+from .quantize import QuantizationSettings, quantize_graph
+from .runtime import OnnxClassifier
+from .tasks import load_for_export
 
 OPSET = 17
 _CANDIDATE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -72,3 +78,23 @@ def export_graph(model: PreTrainedModel, path: str | os.PathLike, input_names: S
             dynamo=False,
         )
     return path
+
+
+def export_teacher(
+    teacher_dir: Path, out_dir: Path, quantize: bool
+) -> tuple[OnnxClassifier, OnnxClassifier | None]:
+    """fp32 (and, with `quantize`, dynamic int8) `OnnxClassifier`s of the teacher in `teacher_dir`, written under
+    `out_dir`: the `onnx` / `onnx-int8` backends of the teacher cache (`distilnlp.teacher_cache`, which sits below
+    this package and gets this function passed in as `onnx_export`)."""
+    config = AutoConfig.from_pretrained(teacher_dir)
+    model = load_for_export(teacher_dir, config)
+    export_graph(model, out_dir / ONNX_FILE, graph_input_names(model, None))
+    config.save_pretrained(out_dir)
+    fp32 = OnnxClassifier(out_dir / ONNX_FILE, None, config)
+    if not quantize:
+        return fp32, None
+    settings = QuantizationSettings.for_preset(default_preset(), is_static=False, per_channel=False)
+    int8 = OnnxClassifier(
+        quantize_graph(out_dir / ONNX_FILE, out_dir / QUANTIZED_FILE, settings), None, config
+    )
+    return fp32, int8

@@ -37,12 +37,15 @@ def pop_cached_logits(inputs: dict, num_labels: int) -> torch.Tensor | None:
     return logits.scatter(1, indices.long(), values.float())
 
 
-def attach_teacher_cache(args, teacher, tokenizer, train_dataset, eval_dataset, teacher_inputs=None):
+def attach_teacher_cache(
+    args, teacher, tokenizer, train_dataset, eval_dataset, teacher_inputs=None, onnx_export=None
+):
     """Load (or build, when missing) `args.teacher_cache`, check it, and add its logits to the datasets.
 
     `teacher_inputs`: a `TeacherInputsCollator` when the teacher reads its own tokenization of the text
     (cross-tokenizer distillation); the cache then holds the teacher's logits over that tokenization and is
-    keyed by both tokenizers. Returns (train_dataset, eval_dataset, the cache's metadata with its path).
+    keyed by both tokenizers. `onnx_export` builds a missing cache with `args.teacher_cache_backend` onnx /
+    onnx-int8 (`distilnlp.onnx.export_teacher`). Returns (train_dataset, eval_dataset, the cache's metadata with its path).
     Evaluation sets the cache does not hold are left for the live teacher (an error when there is none).
     """
     path = Path(args.teacher_cache)
@@ -76,6 +79,7 @@ def attach_teacher_cache(args, teacher, tokenizer, train_dataset, eval_dataset, 
             top_k=args.teacher_cache_top_k,
             batch_size=args.teacher_cache_batch_size,
             student_tokenizer=student_tokenizer,
+            onnx_export=onnx_export,
         )
     cache = TeacherCache.load(path)
     cache.check(teacher, tokenizer, max_length, args.teacher_cache_top_k, student_tokenizer)

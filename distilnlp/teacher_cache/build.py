@@ -30,7 +30,7 @@ from .format import (
     metadata_digest,
 )
 from .load import TeacherCache
-from .run_teacher import compute_teacher_logits
+from .run_teacher import OnnxExport, compute_teacher_logits
 from .shards import merge_shards, process_group, save_shard, slice_bounds
 
 logger = logging.getLogger(__name__)
@@ -50,13 +50,15 @@ def build_teacher_cache(
     top_k: int | None = None,
     batch_size: int = 64,
     student_tokenizer: PreTrainedTokenizerBase | None = None,
+    onnx_export: OnnxExport | None = None,
 ) -> TeacherCache:
     """Run `teacher` over each tokenized split of `datasets` and store its logits in `output_dir`.
 
     `teacher` is a sequence-classification model or its folder, or a list of them (an ensemble: each
     teacher's logits are stored, teacher by teacher, and every teacher is fingerprinted); `datasets` hold the
     *teacher's* tokenization (`tokenizer`). `student_tokenizer`, when the student reads another tokenization
-    of the same rows, is recorded in the key too. The folder is written whole into a temporary sibling and
+    of the same rows, is recorded in the key too. The ONNX backends need `onnx_export`
+    (`distilnlp.onnx.export_teacher`, see `compute_teacher_logits`). The folder is written whole into a temporary sibling and
     then moved into place, so an interrupted build never leaves a cache that loads. An existing `output_dir`
     is replaced only if it is a teacher cache (or empty).
 
@@ -86,10 +88,10 @@ def build_teacher_cache(
     width = len(teachers) * summaries[0]["num_labels"]
     rank, world, barrier = process_group()
     if world == 1:
-        logits, details = _teacher_logits(teachers, datasets, width, backend, batch_size)
+        logits, details = _teacher_logits(teachers, datasets, width, backend, batch_size, onnx_export)
     else:
         logits, details = _sharded_teacher_logits(
-            teachers, datasets, width, backend, batch_size, key, output_dir
+            teachers, datasets, width, backend, batch_size, key, output_dir, onnx_export
         )
     cache = None
     if rank == 0:
@@ -116,6 +118,7 @@ def _sharded_teacher_logits(
     batch_size: int,
     key: CacheKey,
     output_dir: Path,
+    onnx_export: OnnxExport | None = None,
 ) -> tuple[dict[str, np.ndarray] | None, dict[str, dict] | None]:
     """Every process runs the teachers over its slice of each split; process 0 gets the whole splits' logits
     ((N, K * C) in row order) and details, the others (None, None). Collective: all processes must call it."""
@@ -132,7 +135,7 @@ def _sharded_teacher_logits(
     slices = {
         n: d.select(range(*bounds[n]) if bounds[n][1] > bounds[n][0] else []) for n, d in datasets.items()
     }
-    logits, details = _teacher_logits(teachers, slices, width, backend, batch_size)
+    logits, details = _teacher_logits(teachers, slices, width, backend, batch_size, onnx_export)
     splits = {n: {"start": bounds[n][0], "rows": len(slices[n]), **details[n]} for n in datasets}
     save_shard(staging, rank, world, logits, {"fingerprint": fingerprint, "splits": splits})
     barrier()
@@ -143,7 +146,12 @@ def _sharded_teacher_logits(
 
 
 def _teacher_logits(
-    teachers: list, datasets: dict[str, Dataset], width: int, backend: str, batch_size: int
+    teachers: list,
+    datasets: dict[str, Dataset],
+    width: int,
+    backend: str,
+    batch_size: int,
+    onnx_export: OnnxExport | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """({split: (N, K * C) float32 logits, teacher by teacher}, {split: seconds and fp32 re-runs}).
 
@@ -152,7 +160,10 @@ def _teacher_logits(
     """
     filled = {name: d for name, d in datasets.items() if len(d)}
     runs = (
-        [compute_teacher_logits(t, filled, backend=backend, batch_size=batch_size) for t in teachers]
+        [
+            compute_teacher_logits(t, filled, backend=backend, batch_size=batch_size, onnx_export=onnx_export)
+            for t in teachers
+        ]
         if filled
         else []
     )

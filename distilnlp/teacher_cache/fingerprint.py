@@ -18,9 +18,9 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-# Dataset columns a BERT-class teacher reads. Labels are left out on purpose: they do not change the
-# teacher's logits, so one cache serves every labelled / unlabelled split of the same examples.
-MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+# The columns hashed: labels are left out on purpose, they do not change the teacher's logits, so one cache
+# serves every labelled / unlabelled split of the same examples.
+from ..data.task import MODEL_INPUT_COLUMNS
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:
@@ -90,6 +90,11 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
             if not k.endswith("_file") and k != "name_or_path"
         }
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def tokenizers_differ(teacher_tokenizer, student_tokenizer) -> bool:
+    """Whether the two tokenizers can give different ids for the same text (content fingerprints differ)."""
+    return tokenizer_fingerprint(teacher_tokenizer) != tokenizer_fingerprint(student_tokenizer)
 
 
 def inputs_fingerprint(dataset: Dataset, batch_size: int = 10_000) -> str:

@@ -52,13 +52,14 @@ from datasets import Dataset, Features, Sequence, Value
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..artifacts import TEACHER_CACHE_METADATA_FILE as METADATA_FILE  # noqa: F401 (re-exported)
-from ..teachers import label_names_of
+from ..artifacts import TEACHER_LOGITS_COLUMN
+from ..data.task import label_names_of
 from .fingerprint import combine, inputs_fingerprint, teachers_fingerprint, tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: SHA-256 of every file (checked before Arrow opens it) and of the metadata
-LOGITS = "teacher_logits"
+LOGITS = TEACHER_LOGITS_COLUMN
 TOPK_LOGITS = "teacher_topk_logits"
 TOPK_INDICES = "teacher_topk_indices"
 CACHE_COLUMNS = (LOGITS, TOPK_LOGITS, TOPK_INDICES)

@@ -3,8 +3,8 @@
 Backends:
 
 - `torch`: the PyTorch model under `torch.inference_mode` (the reference).
-- `onnx`: the teacher exported with `torch.onnx` (`distilnlp.onnx.torch_export`), fp32, run by ONNX Runtime; its
-  logits match PyTorch's to ~1e-6.
+- `onnx`: the teacher exported with `torch.onnx` (`distilnlp.onnx.export_teacher`, passed in as `onnx_export`),
+  fp32, run by ONNX Runtime; its logits match PyTorch's to ~1e-6.
 - `onnx-int8`: that graph, dynamically int8-quantized with `onnxruntime.quantization`. int8 logits are off by up
   to about one logit, which can flip the predicted class of an example the teacher is unsure about, so every
   example whose int8 top-1 margin (largest minus second-largest logit) is below `int8_guard_margin` is run
@@ -22,8 +22,10 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +33,6 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from ..artifacts import ONNX_FILE, QUANTIZED_FILE
 from .fingerprint import MODEL_INPUT_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -110,28 +111,11 @@ def _ort_forward(classifier):
     return classifier.logits
 
 
-def _export_onnx(teacher_dir: Path, out_dir: Path, quantize: bool):
-    """fp32 (and dynamic int8) `OnnxClassifier`s of the teacher in `teacher_dir`, written under `out_dir`."""
-    from transformers import AutoConfig
-
-    from ..onnx import default_preset
-    from ..onnx.quantize import QuantizationSettings, quantize_graph
-    from ..onnx.runtime import OnnxClassifier
-    from ..onnx.tasks import load_for_export
-    from ..onnx.torch_export import export_graph, graph_input_names
-
-    config = AutoConfig.from_pretrained(teacher_dir)
-    model = load_for_export(teacher_dir, config)
-    export_graph(model, out_dir / ONNX_FILE, graph_input_names(model, None))
-    config.save_pretrained(out_dir)
-    fp32 = OnnxClassifier(out_dir / ONNX_FILE, None, config)
-    if not quantize:
-        return fp32, None
-    settings = QuantizationSettings.for_preset(default_preset(), is_static=False, per_channel=False)
-    int8 = OnnxClassifier(
-        quantize_graph(out_dir / ONNX_FILE, out_dir / QUANTIZED_FILE, settings), None, config
-    )
-    return fp32, int8
+# The ONNX backends export the teacher with `distilnlp.onnx`, which sits above this package (its exporter imports the
+# training modules): the caller passes that export in, `distilnlp.onnx.export_teacher`. Called as
+# `onnx_export(teacher_dir, out_dir, quantize)`, it returns the fp32 runner and, with `quantize`, the dynamic int8 one
+# (else None): objects with `.config` and `.logits(batch of int64 numpy inputs) -> (B, C)`.
+OnnxExport = Callable[[Path, Path, bool], tuple[Any, Any]]
 
 
 def compute_teacher_logits(
@@ -141,15 +125,21 @@ def compute_teacher_logits(
     backend: str = "torch",
     batch_size: int = 64,
     int8_guard_margin: float = 2.0,
+    onnx_export: OnnxExport | None = None,
 ) -> dict[str, TeacherRun]:
     """Teacher logits for every dataset in `datasets` (tokenized, with `input_ids`).
 
-    `teacher` is a sequence-classification model or its folder; the ONNX backends export it first (a loaded
-    model is saved to a temporary folder for that). Export and quantization time is included in `seconds`
-    of the first dataset.
+    `teacher` is a sequence-classification model or its folder; the ONNX backends export it first with
+    `onnx_export` (`distilnlp.onnx.export_teacher`; a loaded model is saved to a temporary folder for that).
+    Export and quantization time is included in `seconds` of the first dataset.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
+    if backend != "torch" and onnx_export is None:
+        raise ValueError(
+            f"backend={backend!r} runs the teacher with ONNX Runtime: pass its export, "
+            "onnx_export=distilnlp.onnx.export_teacher (DistillationTrainer and `distilnlp cache-teacher` do)."
+        )
     start = time.perf_counter()
     if backend == "torch":
         if not isinstance(teacher, PreTrainedModel):
@@ -167,7 +157,7 @@ def compute_teacher_logits(
                 teacher.save_pretrained(teacher_dir)
             else:
                 teacher_dir = Path(teacher)
-            fp32, int8 = _export_onnx(teacher_dir, Path(scratch) / "onnx", quantize=backend == "onnx-int8")
+            fp32, int8 = onnx_export(teacher_dir, Path(scratch) / "onnx", backend == "onnx-int8")
             pad_id = fp32.config.pad_token_id or 0
             forward = _ort_forward(fp32)
             int8_forward = _ort_forward(int8) if int8 is not None else None
