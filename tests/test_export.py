@@ -59,8 +59,8 @@ def test_sequence_classification_round_trip(seq_dir, seq_export):
     assert seq_export.onnx_path == out / "model.onnx"
     assert seq_export.optimized_path == out / "model_optimized.onnx"
     assert seq_export.quantized_path == out / "model_quantized.onnx"
-    for report in seq_export.parity.values():
-        assert report.max_abs_diff <= 1e-4
+    for name in ("fp32", "optimized"):  # vs PyTorch; the int8 report's is int8 vs fp32, ungated
+        assert seq_export.parity[name].max_abs_diff <= 1e-4
     assert seq_export.parity["int8"].agreement >= 0.95
 
     # Independent of check_parity: the saved folder loads in the runtime class and reproduces PyTorch.
