@@ -28,7 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging
 
 from .artifacts import BENCHMARK_JSON_FILE as JSON_FILE
@@ -36,6 +41,7 @@ from .artifacts import BENCHMARK_MARKDOWN_FILE as MARKDOWN_FILE
 from .artifacts import BENCHMARK_PLOT_FILE as PLOT_FILE
 from .artifacts import CORE_PACKAGES, ONNX_FILE, ONNX_PACKAGES, package_versions
 from .metrics import classification_scores
+from .teachers import align_logits, label_names_of, label_permutation
 
 logger = logging.get_logger(__name__)
 
@@ -103,8 +109,10 @@ class Stage:
     """One model to measure.
 
     `predict_fn` maps a tokenized batch (numpy int arrays, shape (batch, seq)) to logits (batch, num_labels).
-    `tokenizer`, when set, replaces the benchmark's tokenizer for this stage (a student with its own vocabulary).
-    `num_threads` records the intra-op threads a stage was built with (ONNX Runtime fixes them per session).
+    `tokenizer`, when set, replaces the benchmark's tokenizer for this stage (a student with its own vocabulary,
+    a trimmed export). `num_threads` records the intra-op threads a stage was built with (ONNX Runtime fixes them
+    per session). `label_names`, the model's class names in id order, align its logits with the other stages'
+    and the labels' by name (`label_orders`).
     """
 
     name: str
@@ -113,6 +121,39 @@ class Stage:
     num_parameters: int
     tokenizer: PreTrainedTokenizerBase | None = None
     num_threads: int | None = None
+    label_names: list[str] | None = None
+
+
+# A saved tokenizer has one of these. Checked first: transformers 5 builds an empty tokenizer (special tokens
+# only) from a folder with a config.json and none of them, which would score a model on [UNK]s.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+
+
+def has_tokenizer(folder: str | os.PathLike) -> bool:
+    return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def own_tokenizer(folder: str | os.PathLike, stage: str) -> PreTrainedTokenizerBase | None:
+    """The tokenizer saved in a stage's model folder; None (with a warning) when it has none."""
+    error = "no tokenizer files"
+    if has_tokenizer(folder):
+        try:
+            return AutoTokenizer.from_pretrained(folder)
+        except (OSError, ValueError, TypeError) as err:
+            error = str(err).splitlines()[0][:100]
+    logger.warning(
+        f"Stage {stage!r}: {folder} has no tokenizer ({error}); its texts are encoded with the benchmark's "
+        "tokenizer (the teacher's)."
+    )
+    return None
 
 
 def _weights_size(model: PreTrainedModel, folder: Path | None) -> int:
@@ -131,11 +172,13 @@ def torch_stage(
     tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> Stage:
     """A PyTorch sequence classifier as a `Stage`: a model (size: its tensors' bytes) or a folder to load it
-    from (size: its weights file)."""
+    from (size: its weights file; tokenizer: the folder's own unless `tokenizer` is given)."""
     folder = None
     if not isinstance(model, PreTrainedModel):
         folder = Path(model)
         model = AutoModelForSequenceClassification.from_pretrained(folder)
+        if tokenizer is None:
+            tokenizer = own_tokenizer(folder, name)
     model.eval()
     accepted = set(inspect.signature(model.forward).parameters)
 
@@ -144,7 +187,10 @@ def torch_stage(
         with torch.inference_mode():
             return model(**inputs).logits.float().numpy()
 
-    return Stage(name, predict, _weights_size(model, folder), model.num_parameters(), tokenizer)
+    size = _weights_size(model, folder)
+    return Stage(
+        name, predict, size, model.num_parameters(), tokenizer, label_names=label_names_of(model.config)
+    )
 
 
 def onnx_num_parameters(path: str | os.PathLike) -> int:
@@ -165,17 +211,28 @@ def onnx_stage(
 ) -> Stage:
     """An ONNX sequence classifier in `onnx_model_dir` (as written by `export_model`) as a `Stage`, run by
     `OnnxClassifier` on the CPU provider with `num_threads` intra-op threads (default `os.cpu_count()`, like
-    `BenchmarkArguments.num_threads`) and one inter-op thread."""
+    `BenchmarkArguments.num_threads`) and one inter-op thread. Texts are encoded with the tokenizer saved in the
+    folder (a trimmed export's own ids) unless `tokenizer` is given."""
     from .onnx.runtime import OnnxClassifier
 
     num_threads = num_threads or os.cpu_count() or 1
     model = OnnxClassifier.from_pretrained(onnx_model_dir, file_name, num_threads=num_threads)
+    if tokenizer is None:
+        tokenizer = own_tokenizer(onnx_model_dir, name)
 
     def predict(batch: Batch) -> np.ndarray:
         return model.logits(batch)
 
     path = Path(onnx_model_dir) / file_name
-    return Stage(name, predict, path.stat().st_size, onnx_num_parameters(path), tokenizer, num_threads)
+    return Stage(
+        name,
+        predict,
+        path.stat().st_size,
+        onnx_num_parameters(path),
+        tokenizer,
+        num_threads,
+        label_names_of(model.config),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ measuring
@@ -205,12 +262,56 @@ def _timings(fn: Callable[[], Any], warmup: int, runs: int) -> np.ndarray:
     return times
 
 
-def _measure(stage: Stage, texts: Sequence[str], labels: Sequence[int], tokenizer, args: BenchmarkArguments):
+def _same_classes(names: Sequence[str], other: Sequence[str]) -> bool:
+    try:
+        label_permutation(list(names), other)
+    except ValueError:
+        return False
+    return True
+
+
+def label_orders(stages: Sequence[Stage], label_names: Sequence[str] | None = None) -> list[list[int] | None]:
+    """Per stage, the order putting its logits into the labels' class order, matched by class name
+    (`teachers.label_permutation`; placeholder names `LABEL_i` match by index).
+
+    Every stage must predict the first named stage's classes (ValueError naming both lists). The classes are
+    ordered as `label_names` (the data's) when every stage has those classes, else as the first stage's.
+    """
+    named = [s for s in stages if s.label_names is not None]
+    if not named:
+        return [None] * len(stages)
+    reference = named[0]
+    for stage in named[1:]:
+        if not _same_classes(stage.label_names, reference.label_names):
+            raise ValueError(
+                f"Stage {stage.name!r} predicts the classes {stage.label_names} but {reference.name!r} predicts "
+                f"{reference.label_names}: the benchmark compares models of the same classes."
+            )
+    target = list(reference.label_names)
+    if label_names is not None:
+        if all(_same_classes(s.label_names, label_names) for s in named):
+            target = [str(name) for name in label_names]
+        else:
+            logger.warning(
+                f"The models predict {target} but the data has the labels {list(label_names)}; "
+                "predictions are scored by class index."
+            )
+    return [None if s.label_names is None else label_permutation(s.label_names, target) for s in stages]
+
+
+def _measure(
+    stage: Stage,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    tokenizer,
+    args: BenchmarkArguments,
+    label_order: list[int] | None = None,
+):
     tokenizer = stage.tokenizer or tokenizer
     predictions = []
     for i in range(0, len(texts), args.batch_size):
         batch = _encode(tokenizer, texts[i : i + args.batch_size], args.sequence_length, pad_to_length=False)
-        predictions.append(stage.predict_fn(batch).argmax(-1))
+        predictions.append(align_logits(stage.predict_fn(batch), label_order).argmax(-1))
     scores = classification_scores(np.concatenate(predictions), np.asarray(labels))
 
     # Timed inputs are exactly sequence_length tokens, so every stage does the same work.
@@ -312,8 +413,12 @@ def run_benchmark(
     labels: Sequence[int],
     tokenizer: PreTrainedTokenizerBase,
     args: BenchmarkArguments,
+    label_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Measure every stage on (texts, labels) in one run; write benchmark.json/.md/.png to `args.output_dir`.
+
+    Each stage encodes the texts with its own tokenizer (`Stage.tokenizer`), else `tokenizer`; its predictions
+    are matched to `labels` by class name (`label_orders`; `label_names`: the labels' class names in id order).
 
     Per stage: accuracy and macro-F1; p50/p95 latency (ms) at batch 1 and throughput (samples/s) at
     `batch_size`, inputs padded to `sequence_length`, after `warmup` calls, with `num_threads` threads; size (MB)
@@ -329,12 +434,14 @@ def run_benchmark(
             f"texts and labels must be non-empty and equally long; got {len(texts)}, {len(labels)}."
         )
     texts = list(texts)
+    orders = label_orders(stages, label_names)
     load_before = _load_average()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.num_threads)
     try:
         records = [
-            _measure(s, texts, labels, tokenizer, args) for s in tqdm(stages, desc="benchmark", unit="stage")
+            _measure(s, texts, labels, tokenizer, args, order)
+            for s, order in zip(tqdm(stages, desc="benchmark", unit="stage"), orders, strict=True)
         ]
     finally:
         torch.set_num_threads(previous_threads)

@@ -59,8 +59,8 @@ def test_sequence_classification_round_trip(seq_dir, seq_export):
     assert seq_export.onnx_path == out / "model.onnx"
     assert seq_export.optimized_path == out / "model_optimized.onnx"
     assert seq_export.quantized_path == out / "model_quantized.onnx"
-    for report in seq_export.parity.values():
-        assert report.max_abs_diff <= 1e-4
+    for name in ("fp32", "optimized"):  # vs PyTorch; the int8 report's is int8 vs fp32, ungated
+        assert seq_export.parity[name].max_abs_diff <= 1e-4
     assert seq_export.parity["int8"].agreement >= 0.95
 
     # Independent of check_parity: the saved folder loads in the runtime class and reproduces PyTorch.
@@ -206,8 +206,8 @@ def test_check_parity_rejects_a_corrupted_graph(seq_dir, seq_export, tmp_path):
 def test_check_parity_rejects_a_disagreeing_int8_graph(seq_dir, seq_export, other_export):
     with pytest.raises(ParityError, match=r"agrees with the fp32 model on only .*min_agreement=0.99") as err:
         check_parity(seq_dir, seq_export.onnx_path, quantized_path=other_export.quantized_path, texts=TEXTS)
-    assert err.value.report.agreement < 0.99
-    assert err.value.report.max_abs_diff <= 1e-4  # the fp32 graph itself is fine
+    assert err.value.report.agreement < 0.99  # the fp32 graph itself is fine: checked (and passed) first
+    assert err.value.report.max_abs_diff > 1e-2  # int8 vs fp32: another model's int8 graph, far apart
 
 
 def test_export_arguments_parse_and_validate():

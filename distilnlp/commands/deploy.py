@@ -11,8 +11,21 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer
 
-from ..artifacts import DISTILL_RESULTS_FILE, FINETUNE_RESULTS_FILE, ONNX_FILE, QUANTIZED_FILE
-from ..benchmark import BenchmarkArguments, onnx_stage, run_benchmark, torch_stage
+from ..artifacts import (
+    DISTILL_RESULTS_FILE,
+    EXPORT_SUMMARY_FILE,
+    FINETUNE_RESULTS_FILE,
+    ONNX_FILE,
+    QUANTIZED_FILE,
+)
+from ..benchmark import (
+    TOKENIZER_FILES,
+    BenchmarkArguments,
+    has_tokenizer,
+    onnx_stage,
+    run_benchmark,
+    torch_stage,
+)
 from ..data import DataArguments, label_names, load_task_data
 from ..data.sources import BBC_NEWS
 from ..onnx import ExportArguments, ExportResult, export_model
@@ -28,8 +41,9 @@ class ExportTargetArguments:
     overwrite: bool = field(
         default=False,
         metadata={
-            "help": "Replace a non-empty --output folder that is not a previous distilnlp export (its files are "
-            "deleted). A previous export is always replaced, and only once the new one passed its checks."
+            "help": "Export into a non-empty --output folder that is not a previous distilnlp export (files with "
+            "the export's names are replaced). A previous export's files are always replaced, once the new export "
+            "passed its checks; files no export wrote are kept."
         },
     )
 
@@ -45,6 +59,8 @@ def _texts_and_labels(
 
 def load_tokenizer(folder: str | Path, role: str):
     try:
+        if not has_tokenizer(folder):  # else transformers 5 builds an empty one from config.json
+            raise OSError(f"none of {', '.join(TOKENIZER_FILES)}")
         return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, TypeError) as error:
         raise FileNotFoundError(
@@ -159,41 +175,64 @@ class BenchmarkModels:
 def benchmark_models(models: BenchmarkModels, data_args: DataArguments, args: BenchmarkArguments) -> dict:
     """Teacher and student in PyTorch fp32, the student in ONNX fp32 / int8: one run, on the test split.
 
-    Checked first: both model folders, the teacher's tokenizer, every ONNX file (a truncated one is named, with
-    the command that rewrites it), and `sequence_length` (clamped to what the models accept).
+    Every model encodes the texts with the tokenizer saved with it (a folder without one: the teacher's, with a
+    warning) and its predictions are matched to the labels by class name; an int8 stage is named after the
+    quantization its `distilnlp_export.json` records. Checked first: both model folders, the teacher's tokenizer,
+    every ONNX file (a truncated one is named, with the command that rewrites it), `sequence_length` (clamped
+    to what the models accept), and that all models predict the same classes.
     """
     tokenizer = load_tokenizer(check_model_folder(models.teacher, "teacher"), "teacher")
     check_model_folder(models.student, "student")
-    limits = [
-        sequence_limit(AutoConfig.from_pretrained(folder), tokenizer)
-        for folder in (models.teacher, models.student)
-    ]
-    limit = min((x for x in limits if x is not None), default=None)
-    if limit is not None and args.sequence_length > limit:
-        logger.warning(
-            "sequence_length=%d exceeds what the models accept (%d positions); using %d.",
-            args.sequence_length,
-            limit,
-            limit,
-        )
-        args = dataclasses.replace(args, sequence_length=limit)
     stages = [
-        torch_stage("teacher (PyTorch fp32)", models.teacher),
+        torch_stage("teacher (PyTorch fp32)", models.teacher, tokenizer),
         torch_stage("student (PyTorch fp32)", models.student),
     ]
     if models.onnx_dir:
         onnx = Path(models.onnx_dir)
         stages.append(checked_onnx_stage("student (ONNX fp32)", onnx, ONNX_FILE, args))
         if (onnx / QUANTIZED_FILE).is_file():
-            stages.append(checked_onnx_stage("student (ONNX int8 dynamic)", onnx, QUANTIZED_FILE, args))
+            stages.append(checked_onnx_stage(int8_stage_name(onnx, "dynamic"), onnx, QUANTIZED_FILE, args))
     if models.onnx_static_dir:
-        stages.append(
-            checked_onnx_stage(
-                "student (ONNX int8 static)", Path(models.onnx_static_dir), QUANTIZED_FILE, args
-            )
-        )
-    texts, labels = _texts_and_labels(data_args, "test")
-    return run_benchmark(stages, texts, labels, tokenizer, args)
+        static = Path(models.onnx_static_dir)
+        name = int8_stage_name(static, "static")
+        if name in {stage.name for stage in stages}:  # two exports of one mode: tell them apart
+            name = f"{name[:-1]}, {static.name})"
+        stages.append(checked_onnx_stage(name, static, QUANTIZED_FILE, args))
+    student = stages[1]
+    own = [(models.teacher, tokenizer), (models.student, student.tokenizer or tokenizer)]
+    args = clamped_sequence_length(args, own)
+    data = load_task_data(data_args)
+    texts, labels = _texts_and_labels(data_args, "test", data=data)
+    try:
+        names = label_names(data, data_args.label_column)
+    except ValueError:  # no class names: stages are matched to each other by name, to the labels by index
+        names = None
+    return run_benchmark(stages, texts, labels, tokenizer, args, names)
+
+
+def clamped_sequence_length(args: BenchmarkArguments, models: list[tuple]) -> BenchmarkArguments:
+    """`args` with `sequence_length` at most what every (model folder, its tokenizer) accepts."""
+    limits = [sequence_limit(AutoConfig.from_pretrained(folder), tok) for folder, tok in models]
+    limit = min((x for x in limits if x is not None), default=None)
+    if limit is None or args.sequence_length <= limit:
+        return args
+    logger.warning(
+        "sequence_length=%d exceeds what the models accept (%d positions); using %d.",
+        args.sequence_length,
+        limit,
+        limit,
+    )
+    return dataclasses.replace(args, sequence_length=limit)
+
+
+def int8_stage_name(folder: Path, default: str) -> str:
+    """The int8 stage's name, with the quantization mode its export recorded (`arguments.quantize` of
+    distilnlp_export.json), or `default` for a folder without a readable record."""
+    try:
+        mode = json.loads((folder / EXPORT_SUMMARY_FILE).read_text())["arguments"]["quantize"]
+    except (OSError, ValueError, KeyError, TypeError):
+        mode = None
+    return f"student (ONNX int8 {mode if isinstance(mode, str) else default})"
 
 
 def checked_onnx_stage(name: str, folder: Path, file_name: str, args: BenchmarkArguments):

@@ -1,26 +1,34 @@
-"""Exports that never destroy: build in a temporary sibling folder, check parity there, swap it into place.
+"""Exports that never destroy: build in a temporary sibling folder, check parity there, then move the files in.
 
 `export_model` here wraps `export.export_model` (the writer): the inputs are checked first (model folder,
 sequence length within the model's limits, the target folder), the whole export - every graph and its
-parity check - is written into `.distilnlp-export-<name>-<pid>` next to the target, and only then replaces the
-target in one rename. A failure (a parity check, a crash, a full disk) removes the temporary folder and
-leaves the target exactly as it was.
+parity check - is written into `.distilnlp-export-<name>-<pid>` next to the target, and only then moved into the
+target: a new target in one rename; an existing one file by file, replacing only the files the previous export
+wrote (recorded in its `distilnlp_export.json` under `written_files`) and keeping everything else. A failure
+(a parity check, a crash, a full disk) removes the temporary folder and leaves the target exactly as it was;
+the staging folders of a killed export are removed by the next export into the same target.
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import inspect
 import json
 import logging
 import os
+import re
 import shutil
+from fnmatch import fnmatch
 from pathlib import Path
 
 from transformers import AutoConfig
 
-from ..artifacts import EXPORT_STAGING_PREFIX, EXPORT_SUMMARY_FILE
+from ..artifacts import (
+    EXPORT_STAGING_PREFIX,
+    EXPORT_SUMMARY_FILE,
+    ORT_CONFIG_FILE,
+    VOCABULARY_TRIM_FILE,
+)
 from .export import ExportResult
 from .export import export_model as _write_export
 
@@ -30,6 +38,27 @@ logger = logging.getLogger(__name__)
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer")
 # Tokenizers without a limit report model_max_length = int(1e30).
 _NO_LIMIT = 10**9
+# What an export written before `written_files` was recorded may hold (distilnlp's, or the Optimum exports'
+# before it): the graphs, config, tokenizer files and reports. Only these are replaced in such a folder.
+_KNOWN_ARTIFACTS = (
+    "model*.onnx",
+    "config.json",
+    EXPORT_SUMMARY_FILE,
+    ORT_CONFIG_FILE,
+    VOCABULARY_TRIM_FILE,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "spm.model",
+    "chat_template.jinja",
+)
 
 
 def check_model_folder(model_dir: str | os.PathLike, role: str = "model") -> Path:
@@ -87,33 +116,85 @@ def check_target(output_dir: Path, model_dir: Path, overwrite: bool) -> None:
     if target.is_dir() and any(target.iterdir()) and not is_export(target) and not overwrite:
         raise FileExistsError(
             f"{output_dir} is not empty and holds no distilnlp export ({EXPORT_SUMMARY_FILE}); choose a new or "
-            "empty folder for --output, or pass --overwrite true to replace its contents."
+            "empty folder for --output, or pass --overwrite true to export into it (files of the same names are "
+            "replaced, the others kept)."
         )
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (one of another user counts: it may still be writing)."""
+    if pid <= 0:  # os.kill(0, ...) would signal our own process group
         return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def replace_folder(staging: Path, target: Path) -> None:
-    """Put `staging` where `target` is: one rename (an atomic swap when the target exists)."""
+def remove_stale_staging(target: Path) -> None:
+    """Remove the staging folders of earlier exports into `target` whose process is gone (killed mid-export)."""
+    pattern = re.compile(re.escape(f"{EXPORT_STAGING_PREFIX}{target.name}-") + r"(\d+)(-old)?")
+    if not target.parent.is_dir():
+        return
+    for path in target.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match and path.is_dir() and not _alive(int(match[1])):
+            logger.warning("Removing %s, left by an export that did not finish (process %s).", path, match[1])
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def previous_export_files(target: Path) -> set[str]:
+    """Names of the files in `target` that an earlier distilnlp export wrote, so a new export may replace them.
+
+    Its summary's `written_files`; a summary without that list (an older export) means the names exports use
+    (`_KNOWN_ARTIFACTS`); no summary (a folder passed with --overwrite) means none.
+    """
+    present = {p.name for p in target.iterdir() if p.is_file() or p.is_symlink()}
+    try:
+        summary = json.loads((target / EXPORT_SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return set()
+    recorded = summary.get("written_files") if isinstance(summary, dict) else None
+    if isinstance(recorded, list):
+        return present & {name for name in recorded if isinstance(name, str)}  # plain names: nothing outside
+    return {name for name in present if any(fnmatch(name, p) for p in _KNOWN_ARTIFACTS)}
+
+
+def move_in(staging: Path, target: Path) -> None:
+    """Put the checked export in `staging` into `target`: one rename for a new target; else the previous
+    export's files are moved aside, the new ones moved in (the summary last) and the old ones deleted. Files
+    of the target that no export wrote stay; a failure while moving puts everything back."""
     if not target.exists():
         os.rename(staging, target)
         return
-    if _exchange(staging, target):  # staging now holds the old export
-        shutil.rmtree(staging)
-        return
-    old = staging.with_name(staging.name + "-old")  # no atomic swap here: two renames, old kept until done
-    os.rename(target, old)
-    os.rename(staging, target)
-    shutil.rmtree(old)
+    new = sorted(p.name for p in staging.iterdir())
+    old = previous_export_files(target)
+    foreign = sorted(n for n in new if n not in old and (target / n).exists())
+    if foreign:
+        logger.warning("Replacing %s in %s, which no distilnlp export wrote.", ", ".join(foreign), target)
+    # The old summary is replaced in place (os.replace), so the folder reads as an export throughout.
+    aside = sorted((old | set(foreign)) - {EXPORT_SUMMARY_FILE})
+    old_dir = staging.with_name(staging.name + "-old")
+    old_dir.mkdir(exist_ok=True)
+    moved_out, moved_in = [], []
+    try:
+        for name in aside:
+            os.replace(target / name, old_dir / name)
+            moved_out.append(name)
+        for name in sorted(new, key=lambda n: n == EXPORT_SUMMARY_FILE):
+            os.replace(staging / name, target / name)
+            moved_in.append(name)
+    except BaseException:
+        for name in reversed(moved_in):
+            os.replace(target / name, staging / name)
+        for name in moved_out:
+            os.replace(old_dir / name, target / name)
+        old_dir.rmdir()  # empty now; left with the old files only if putting them back failed
+        raise
+    shutil.rmtree(old_dir)
 
 
 def export_model(
@@ -124,10 +205,11 @@ def export_model(
     max_length: int = 128,
     **kwargs,
 ) -> ExportResult:
-    """`distilnlp.onnx.export.export_model` (same arguments), built aside and swapped into `output_dir`.
+    """`distilnlp.onnx.export.export_model` (same arguments), built aside and moved into `output_dir`.
 
-    `overwrite=True` allows replacing a non-empty folder that is not a previous distilnlp export (its files
-    are deleted). `max_length` is clamped to the model's and tokenizer's limits.
+    `overwrite=True` allows exporting into a non-empty folder that is not a previous distilnlp export (files of
+    the export's names are replaced, the others kept). `max_length` is clamped to the model's and tokenizer's
+    limits.
     """
     from .parity import _load_tokenizer
 
@@ -137,14 +219,17 @@ def export_model(
         max_length, AutoConfig.from_pretrained(model_dir), _load_tokenizer(model_dir)
     )
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
     staging = target.parent / f"{EXPORT_STAGING_PREFIX}{target.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         result = _write_export(model_dir, staging, max_length=max_length, **kwargs)
         summary = json.loads((staging / EXPORT_SUMMARY_FILE).read_text())
         summary["arguments"]["output_dir"] = str(target)  # the path it is read from, not the temporary one
+        # Everything in the (fresh) staging folder: what the next export may replace, and nothing else.
+        summary["written_files"] = sorted(p.name for p in staging.iterdir())
         (staging / EXPORT_SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        replace_folder(staging, target)
+        move_in(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # only left after a failure: the target is untouched
 

@@ -11,7 +11,8 @@ writes into `output_dir`:
 - `config.json` and the tokenizer files, so `distilnlp.onnx.OnnxClassifier.from_pretrained(output_dir)` (or
   Optimum's `ORTModelFor*`, where installed) and `AutoTokenizer.from_pretrained(output_dir)` load it;
 - `distilnlp_export.json`: arguments, inputs, fused-operator counts, quantization settings, files, sizes, parity
-  figures, library versions.
+  figures (the int8 entry's `max_abs_diff` is int8 vs fp32 ONNX), library versions; `atomic.export_model` adds
+  `written_files`, every file the export put in the folder (what a re-export may replace).
 
 Every export is checked: fp32 ONNX logits against the PyTorch model (max absolute difference), the fused graph
 likewise, and int8 against its reference (top-1 agreement, and labelled accuracy when labels are given); a failed
@@ -323,7 +324,10 @@ def export_model(
         qat = is_quantization_aware(config)
         int8_kwargs = parity_kwargs | ({"min_agreement": 0.0} if qat else {})
         parity["int8"] = check_parity(torch_model, onnx_path, quantized_path=quantized_path, **int8_kwargs)
-        logger.info(f"int8 ({quantize}) top-1 agreement with fp32: {parity['int8'].agreement:.2%}")
+        logger.info(
+            f"int8 ({quantize}) top-1 agreement with fp32: {parity['int8'].agreement:.2%}; "
+            f"max |diff| = {parity['int8'].max_abs_diff:.3g}"
+        )
 
     files = {"fp32": onnx_path, "optimized": optimized_path, "int8": quantized_path}
     summary = {
