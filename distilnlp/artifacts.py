@@ -3,7 +3,9 @@ each, so readers (the demo, the benchmark) and writers agree."""
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 # distilnlp finetune / distill
 FINETUNE_RESULTS_FILE = "finetune_results.json"
@@ -44,3 +46,21 @@ def package_versions(*names: str) -> dict[str, str]:
         except PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+# A saved tokenizer has one of these. Checked first: transformers 5 builds an empty tokenizer (special tokens
+# only) from a folder with a config.json and none of them, which would score a model on [UNK]s.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+
+
+def has_tokenizer(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a saved tokenizer (see TOKENIZER_FILES)."""
+    return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)

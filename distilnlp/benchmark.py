@@ -39,7 +39,7 @@ from transformers.utils import logging
 from .artifacts import BENCHMARK_JSON_FILE as JSON_FILE
 from .artifacts import BENCHMARK_MARKDOWN_FILE as MARKDOWN_FILE
 from .artifacts import BENCHMARK_PLOT_FILE as PLOT_FILE
-from .artifacts import CORE_PACKAGES, ONNX_FILE, ONNX_PACKAGES, package_versions
+from .artifacts import CORE_PACKAGES, ONNX_FILE, ONNX_PACKAGES, has_tokenizer, package_versions
 from .metrics import classification_scores
 from .teachers import align_logits, label_names_of, label_permutation
 
@@ -122,23 +122,6 @@ class Stage:
     tokenizer: PreTrainedTokenizerBase | None = None
     num_threads: int | None = None
     label_names: list[str] | None = None
-
-
-# A saved tokenizer has one of these. Checked first: transformers 5 builds an empty tokenizer (special tokens
-# only) from a folder with a config.json and none of them, which would score a model on [UNK]s.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.txt",
-    "vocab.json",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "tokenizer.model",
-)
-
-
-def has_tokenizer(folder: str | os.PathLike) -> bool:
-    return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
 
 
 def own_tokenizer(folder: str | os.PathLike, stage: str) -> PreTrainedTokenizerBase | None:

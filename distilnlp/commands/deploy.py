@@ -16,16 +16,12 @@ from ..artifacts import (
     EXPORT_SUMMARY_FILE,
     FINETUNE_RESULTS_FILE,
     ONNX_FILE,
+    OPTIMIZED_FILE,
     QUANTIZED_FILE,
-)
-from ..benchmark import (
     TOKENIZER_FILES,
-    BenchmarkArguments,
     has_tokenizer,
-    onnx_stage,
-    run_benchmark,
-    torch_stage,
 )
+from ..benchmark import BenchmarkArguments, onnx_stage, run_benchmark, torch_stage
 from ..data import DataArguments, label_names, load_task_data
 from ..data.sources import BBC_NEWS
 from ..onnx import ExportArguments, ExportResult, export_model
@@ -190,6 +186,8 @@ def benchmark_models(models: BenchmarkModels, data_args: DataArguments, args: Be
     if models.onnx_dir:
         onnx = Path(models.onnx_dir)
         stages.append(checked_onnx_stage("student (ONNX fp32)", onnx, ONNX_FILE, args))
+        if (onnx / OPTIMIZED_FILE).is_file():  # written by `export --optimize`
+            stages.append(checked_onnx_stage("student (ONNX fp32 optimized)", onnx, OPTIMIZED_FILE, args))
         if (onnx / QUANTIZED_FILE).is_file():
             stages.append(checked_onnx_stage(int8_stage_name(onnx, "dynamic"), onnx, QUANTIZED_FILE, args))
     if models.onnx_static_dir:

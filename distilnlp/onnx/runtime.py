@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoConfig, AutoTokenizer
 
-from ..artifacts import ONNX_FILE, QUANTIZED_FILE
+from ..artifacts import ONNX_FILE, QUANTIZED_FILE, has_tokenizer
 from .tasks import _task
 
 
@@ -60,14 +60,9 @@ class OnnxClassifier:
                 f"{folder / file_name} does not exist; export a model there with: distilnlp export MODEL_DIR "
                 f"--output {folder}"
             )
-        try:
+        tokenizer = None  # logits() on encoded batches still works without one; __call__ says why not
+        if has_tokenizer(folder):  # else transformers 5 would build an empty one (special tokens only)
             tokenizer = AutoTokenizer.from_pretrained(folder)
-        except (
-            OSError,
-            ValueError,
-            TypeError,
-        ):  # logits() on encoded batches still works; __call__ says why not
-            tokenizer = None
         return cls(folder / file_name, tokenizer, AutoConfig.from_pretrained(folder), num_threads)
 
     def logits(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
