@@ -134,8 +134,10 @@ def torch_stage(
     from (size: its weights file)."""
     folder = None
     if not isinstance(model, PreTrainedModel):
+        from .model_files import load_model_folder
+
         folder = Path(model)
-        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        model = load_model_folder(AutoModelForSequenceClassification, folder, name)
     model.eval()
     accepted = set(inspect.signature(model.forward).parameters)
 

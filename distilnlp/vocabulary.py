@@ -100,6 +100,7 @@ def trim_vocabulary(
         ValueError: the tokenizer is not a fast WordPiece tokenizer, the model ties its input embeddings to an
             output layer, or the check fails (a text tokenizes differently, or logits change).
     """
+    from .model_files import load_model_folder
     from .onnx.tasks import _torch_model_class
 
     if not texts:
@@ -116,7 +117,7 @@ def trim_vocabulary(
             f"uses {state['model']['type']}."
         )
     config = AutoConfig.from_pretrained(model_dir)
-    model = _torch_model_class(config).from_pretrained(model_dir).eval()
+    model = load_model_folder(_torch_model_class(config), model_dir, "model").eval()
     if model.get_output_embeddings() is not None:
         raise ValueError(
             "The model has an output embedding layer (a language-model head); trim a classifier."

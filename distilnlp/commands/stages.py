@@ -30,6 +30,7 @@ from ..data import (
     tokenize_transfer,
 )
 from ..metrics import compute_classification_metrics
+from ..model_files import load_model_folder
 from ..run_lock import output_dir_lock
 from ..student import create_random_student, create_student, relabel_student
 from ..teacher_cache.fingerprint import tokenizer_fingerprint
@@ -125,20 +126,6 @@ def data_record(data_args: DataArguments) -> dict:
     return {name: value for name, value in asdict(data_args).items() if name in RECORDED_DATA_FIELDS}
 
 
-def load_model_folder(loader, path: str, role: str, **kwargs):
-    """`loader.from_pretrained(path)` with a one-line error for a missing or incomplete model folder."""
-    if not Path(path).exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
-        raise FileNotFoundError(f"The {role} folder {path} does not exist; pass the folder of a saved model.")
-    try:
-        return loader.from_pretrained(path, **kwargs)
-    except OSError as error:
-        where = "no such folder" if not Path(path).exists() else "not a complete model folder"
-        raise FileNotFoundError(
-            f"Cannot load the {role} from {path!r}: {where} ({str(error).splitlines()[0][:120]}). Pass the "
-            "folder written by `distilnlp finetune` / `distill` (config.json, weights and tokenizer files)."
-        ) from error
-
-
 def start_stage(args: TrainingArguments, results_file: str) -> tuple[ResumePlan, dict]:
     """(the resume plan, the settings to record) of a stage about to train into `args.output_dir`."""
     settings = run_settings(args)
@@ -177,8 +164,10 @@ def _finetune(model_args, data_args, args, plan: ResumePlan, settings: dict) -> 
     _, tokenized, names = prepare_data(data_args, tokenizer)
     # A plain fine-tune learns from labels alone: rows hidden by labeled_fraction would be all-ignored batches.
     tokenized["train"] = labeled_subset(tokenized["train"])
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = load_model_folder(
+        AutoModelForSequenceClassification,
         path,
+        "base model",
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={name: i for i, name in enumerate(names)},
@@ -295,8 +284,10 @@ def _student_from_teacher(distill_args: DistillArguments, teacher, attn_implemen
 
 def load_student(distill_args: DistillArguments, id2label: dict, attn_implementation: str | None):
     """The pretrained student of `distill_args.student`, with a head for the task's labels (new if needed)."""
-    return AutoModelForSequenceClassification.from_pretrained(
+    return load_model_folder(
+        AutoModelForSequenceClassification,
         resolve_model_path(distill_args.student),
+        "student",
         num_labels=len(id2label),
         id2label=dict(id2label),
         label2id={name: int(i) for i, name in id2label.items()},
