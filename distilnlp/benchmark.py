@@ -41,6 +41,7 @@ from .artifacts import BENCHMARK_MARKDOWN_FILE as MARKDOWN_FILE
 from .artifacts import BENCHMARK_PLOT_FILE as PLOT_FILE
 from .artifacts import CORE_PACKAGES, ONNX_FILE, ONNX_PACKAGES, has_tokenizer, package_versions
 from .metrics import classification_scores
+from .model_files import load_model_folder
 from .teachers import align_logits, label_names_of, label_permutation
 
 logger = logging.get_logger(__name__)
@@ -159,7 +160,7 @@ def torch_stage(
     folder = None
     if not isinstance(model, PreTrainedModel):
         folder = Path(model)
-        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        model = load_model_folder(AutoModelForSequenceClassification, folder, name)
         if tokenizer is None:
             tokenizer = own_tokenizer(folder, name)
     model.eval()

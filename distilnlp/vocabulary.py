@@ -34,6 +34,7 @@ from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerFast
 from transformers.utils import logging
 
 from .artifacts import VOCABULARY_TRIM_FILE
+from .model_files import load_model_folder
 
 logger = logging.get_logger(__name__)
 
@@ -130,7 +131,7 @@ def trim_vocabulary(
             f"uses {state['model']['type']}."
         )
     config = AutoConfig.from_pretrained(model_dir)
-    model = _saved_class(config).from_pretrained(model_dir).eval()
+    model = load_model_folder(_saved_class(config), model_dir, "model").eval()
     if model.get_output_embeddings() is not None:
         raise ValueError(
             "The model has an output embedding layer (a language-model head); trim a classifier."

@@ -116,6 +116,32 @@ def soft_label_keys(key: str, data_args: DataArguments, raw: DatasetDict, tokeni
     return {split: raw[split][column] for split in CACHED_SPLITS}
 
 
+def unmatched_rows(key: str, data_args: DataArguments) -> tuple[str, str]:
+    """(where soft-label rows were looked for, the likely fix) for a row that matches none of them: texts of a
+    transfer set that is not given, cut into windows, or cut short."""
+    transfer = data_args.transfer_dataset
+    if key != "text":
+        return "the task data", ""
+    if not transfer:
+        return "the task data", (
+            "no --transfer_dataset is given; if these rows label transfer texts, pass their file as "
+            "--transfer_dataset, else label the task's own texts exactly or drop those rows"
+        )
+    causes = []
+    if data_args.transfer_window:
+        causes.append(
+            f"--transfer_window {data_args.transfer_window} cuts each transfer text into windows of that many "
+            "words (label the windows, or unset transfer_window)"
+        )
+    if data_args.max_transfer_samples:
+        causes.append(
+            f"--max_transfer_samples {data_args.max_transfer_samples} keeps only the first "
+            f"{data_args.max_transfer_samples} transfer texts"
+        )
+    fix = "; ".join(causes) or "label the task's or the transfer set's texts exactly"
+    return f"the task data or the transfer set {transfer}", f"{fix}; or drop those rows"
+
+
 def distill_from_soft_labels(
     distill_args: DistillArguments,
     data_args: DataArguments,
@@ -147,6 +173,8 @@ def distill_from_soft_labels(
     tokenized = DatasetDict(
         {n: d.remove_columns(data_args.text_column) if n in keys else d for n, d in tokenized.items()}
     )
+    all_keys = [*keys["train"], *keys["validation"], *raw["test"][soft_key_column(soft.key, data_args)]]
+    soft.check_all_matched(all_keys, *unmatched_rows(soft.key, data_args))
     cache_dir = args.teacher_cache or str(Path(args.output_dir) / SOFT_LABEL_CACHE_DIR)
     with args.main_process_first(desc="soft-label cache"):
         cache = build_soft_label_cache(
@@ -154,11 +182,7 @@ def distill_from_soft_labels(
             soft,
             {split: tokenized[split] for split in CACHED_SPLITS},
             keys,
-            all_keys=[
-                *keys["train"],
-                *keys["validation"],
-                *raw["test"][soft_key_column(soft.key, data_args)],
-            ],
+            all_keys=all_keys,
             tokenizer=tokenizer,
             max_length=data_args.max_length,
         )

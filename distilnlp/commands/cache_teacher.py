@@ -14,6 +14,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from ..data import DataArguments
+from ..model_files import load_model_folder
 from ..onnx import export_teacher
 from ..teacher_cache import METADATA_FILE, TeacherCache, TeacherCacheError, build_teacher_cache
 from ..training_args import DistillationTrainingArguments
@@ -42,7 +43,9 @@ def cache_teacher(
         )
     teachers = distill_args.teachers  # several folders: an ensemble, each teacher's logits are cached
     teacher = teachers if len(teachers) > 1 else teachers[0]
-    tokenizer = AutoTokenizer.from_pretrained(teachers[0], trust_remote_code=distill_args.trust_remote_code)
+    tokenizer = load_model_folder(
+        AutoTokenizer, teachers[0], "teacher's tokenizer", trust_remote_code=distill_args.trust_remote_code
+    )
     _, tokenized, _ = prepare_data(data_args, tokenizer, with_transfer=True)
     splits = {name: tokenized[name] for name in CACHED_SPLITS}
     try:

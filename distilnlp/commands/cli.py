@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
+from safetensors import SafetensorError
 from transformers import TrainingArguments
 
 from ..data import DataArguments
@@ -95,11 +96,50 @@ def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
     return debug, kept
 
 
-def one_line(error: BaseException) -> str:
+# How a write into a full disk surfaces: OSError ENOSPC (Python), "os error 28" (safetensors' Rust writer),
+# torch.save's zip writer failing its write check (`[enforce fail at inline_container.cc:672] . unexpected pos
+# 576 vs 534`, or `PytorchStreamWriter failed writing file ...`; torch gives no errno).
+DISK_FULL_TEXTS = ("No space left on device", "os error 28", "PytorchStreamWriter failed writing")
+TRAINING_COMMANDS = ("demo", "finetune", "distill", "search", "sweep")
+
+
+def _chain(error: BaseException | None):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether `error` (or an error it was raised from) is a write that failed for want of disk space."""
+    return any(
+        (isinstance(e, OSError) and e.errno == errno.ENOSPC)
+        or any(t in str(e) for t in DISK_FULL_TEXTS)
+        or ("inline_container.cc" in str(e) and "unexpected pos" in str(e))
+        for e in _chain(error)
+    )
+
+
+def reported(error: BaseException) -> bool:
+    """Whether the CLI reports `error` in one line (else the traceback is the report)."""
+    return isinstance(error, (*HANDLED_ERRORS, SafetensorError)) or disk_full(error)
+
+
+def one_line(error: BaseException, command: str = "distill") -> str:
     """What went wrong, where, and the fix, on one line."""
     text = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        text += ". Free some disk space and run the same command again: it resumes from the last complete checkpoint"
+    if disk_full(error):
+        if "No space left on device" not in text:
+            text = f"No space left on device ({type(error).__name__}: {text})"
+        text += ". Free some disk space and run the same command again" + (
+            ": it resumes from the last complete checkpoint" if command in TRAINING_COMMANDS else ""
+        )
+    elif isinstance(error, SafetensorError):  # a load that `load_model_folder` did not wrap
+        text = (
+            f"a .safetensors weights file does not load ({text}): it is truncated or damaged; re-save the "
+            "model (model.save_pretrained) or download / copy it again"
+        )
     return text
 
 
@@ -251,11 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("distilnlp").setLevel(logging.INFO)
     try:
         return COMMANDS[command](rest)
-    except HANDLED_ERRORS as error:
+    except Exception as error:
+        if not reported(error):
+            raise
         if debug:
             traceback.print_exc()
         hint = "" if debug else " (--debug shows the traceback)"
-        print(f"distilnlp {command}: error: {one_line(error)}{hint}", file=sys.stderr)
+        print(f"distilnlp {command}: error: {one_line(error, command)}{hint}", file=sys.stderr)
         return 2 if isinstance(error, UsageError) else 1
     except KeyboardInterrupt:
         print(

@@ -13,6 +13,8 @@ import dataclasses
 import difflib
 import enum
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +69,122 @@ def load_recipe(path: str | Path, dataclass_types) -> dict[str, Any]:
     for key in recipe:
         if key not in known:
             raise ValueError(f"Recipe {path}: {_unknown('field', str(key), known)}")
+    check_recipe_types(recipe, dataclass_types, path)
     return recipe
+
+
+# ------------------------------------------------------------------------------------------- value types
+
+YAML_KINDS = {
+    dict: "a mapping",
+    list: "a list",
+    bool: "a bool",
+    int: "an int",
+    float: "a float",
+    str: "a str",
+}
+SCALARS = {bool: "a bool (true or false)", int: "an int", float: "a float (a number)", str: "a str (text)"}
+
+
+def _accepts(value: Any, annotation: Any) -> bool:
+    """Whether a YAML `value` fits a field of type `annotation`. Strings fit every scalar type (argparse
+    converts them with the flag's type and names a bad one); YAML ints fit floats, numbers fit strings."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(value, arg) for arg in args)
+    if annotation is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args or isinstance(value, str)
+    if annotation is list or origin is list:  # argparse converts no item of a list default: no strings
+        return isinstance(value, list) and all(
+            _accepts(item, args[0]) and not (isinstance(item, str) and args[0] in (bool, int, float))
+            for item in value
+            if args
+        )
+    if annotation is dict or origin is dict:
+        return isinstance(value, dict)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is bool:
+        return isinstance(value, (bool, str))
+    if annotation is int:
+        return isinstance(value, str) or (number and isinstance(value, int))
+    if annotation in (float, str):
+        return isinstance(value, str) or number
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return isinstance(value, (str, annotation))
+    return True  # another class: left to the parser
+
+
+def _expected(annotation: Any) -> str:
+    """`annotation` in words: 'a float (a number) or null', 'a list of float', ..."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        kept = [a for a in args if a is not type(None)]
+        if str in kept:  # `IntervalStrategy | str`: the enum's values are strings too
+            kept = [a for a in kept if not (isinstance(a, type) and issubclass(a, enum.Enum))]
+        words = " or ".join(dict.fromkeys(_expected(a) for a in kept))
+        return words + (" or null" if type(None) in args else "")
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if annotation is list or origin is list:
+        return f"a list of {getattr(args[0], '__name__', args[0])}" if args else "a list"
+    if annotation is dict or origin is dict:
+        return "a mapping"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "a str (one of " + ", ".join(repr(m.value) for m in annotation) + ")"
+    return SCALARS.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def check_recipe_types(recipe: dict[str, Any], dataclass_types, path: str | Path) -> None:
+    """A recipe value of the wrong type (`alpha: [0.5]`, `output_dir: {a: 1}`) is a ValueError naming the
+    field, the value and the type the field takes (before argparse or the dataclass meet it)."""
+    fields: dict[str, tuple[Any, Any]] = {}
+    for dc in dataclass_types:
+        try:
+            hints = typing.get_type_hints(dc)
+        except Exception:  # an annotation that does not resolve: leave its fields to the parser
+            continue
+        for f in dataclasses.fields(dc):
+            comma_separated = "comma-separated" in f.metadata.get("help", "") and _accepts(
+                "", hints.get(f.name)
+            )
+            fields.setdefault(f.name, (hints.get(f.name, Any), f.default, comma_separated))
+    for key, value in recipe.items():
+        annotation, default, comma_separated = fields.get(key, (Any, None, False))
+        if annotation is Any or _accepts(value, annotation) or (value is None and default is None):
+            continue
+        if comma_separated and isinstance(value, list) and all(_accepts(v, str) for v in value):
+            continue  # a YAML list for a comma-separated text field (`teacher_weights: [1, 3]`)
+        kind = next(
+            (w for t, w in YAML_KINDS.items() if isinstance(value, t)), "null" if value is None else ""
+        )
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ValueError(
+            f"Recipe {path}: {key} is {shown} ({kind or type(value).__name__}) but must be "
+            f"{_expected(annotation)}."
+        )
+
+
+# A '%' that is neither '%%' nor a '%(name)s' placeholder: argparse %-formats every help string, so a lone one
+# garbles `--help` ("10% slower" pastes the whole argument dict over "% s", as in transformers 4.x's
+# torch_empty_cache_steps) or crashes it ("98.5% of": "%o format: an integer is required").
+LONE_PERCENT = re.compile(r"%(?!%|\(\w+\)[a-z])")
+
+
+def _escape_help(text: str | None) -> str | None:
+    if not text:
+        return text
+    # Drop the '%%' pairs first, so the '%' of a pair is not taken for a lone one.
+    return "%%".join(LONE_PERCENT.sub("%%", part) for part in text.split("%%"))
 
 
 def make_parser(dataclass_types, prog: str | None = None) -> HfArgumentParser:
     # No abbreviations: `--learning_rat` must be an error, not a silent prefix match.
-    return HfArgumentParser(dataclass_types, prog=prog, allow_abbrev=False)
+    parser = HfArgumentParser(dataclass_types, prog=prog, allow_abbrev=False)
+    for action in parser._actions:  # help strings written (or inherited) for plain text
+        action.help = _escape_help(action.help)
+    return parser
 
 
 def set_defaults_with_config(parser: argparse.ArgumentParser, config: dict[str, Any]) -> None:
@@ -82,6 +194,10 @@ def set_defaults_with_config(parser: argparse.ArgumentParser, config: dict[str, 
             value = config[action.dest]
             if action.type is str and isinstance(value, (int, float)) and not isinstance(value, bool):
                 value = str(value)  # `student_layer_selection: 3` means the text "3"
+            if action.type is str and action.nargs is None and isinstance(value, list):
+                value = ",".join(
+                    map(str, value)
+                )  # `teacher_weights: [1, 3]` means "1,3" (a comma-separated field)
             action.default = value
             action.required = False
 

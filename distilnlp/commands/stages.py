@@ -17,6 +17,7 @@ from transformers import (
 from ..artifacts import DISTILL_RESULTS_FILE, FINETUNE_RESULTS_FILE
 from ..checkpoints import ResumePlan, RunSettingsCallback, plan_resume
 from ..data import DataArguments, labeled_subset
+from ..model_files import load_model_folder
 from ..run_lock import output_dir_lock
 from ..student import create_random_student, create_student, relabel_student
 from ..teacher_cache.fingerprint import tokenizer_fingerprint
@@ -39,20 +40,6 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def load_model_folder(loader, path: str, role: str, **kwargs):
-    """`loader.from_pretrained(path)` with a one-line error for a missing or incomplete model folder."""
-    if not Path(path).exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
-        raise FileNotFoundError(f"The {role} folder {path} does not exist; pass the folder of a saved model.")
-    try:
-        return loader.from_pretrained(path, **kwargs)
-    except OSError as error:
-        where = "no such folder" if not Path(path).exists() else "not a complete model folder"
-        raise FileNotFoundError(
-            f"Cannot load the {role} from {path!r}: {where} ({str(error).splitlines()[0][:120]}). Pass the "
-            "folder written by `distilnlp finetune` / `distill` (config.json, weights and tokenizer files)."
-        ) from error
 
 
 def start_stage(args: TrainingArguments, results_file: str) -> tuple[ResumePlan, dict]:
@@ -88,8 +75,10 @@ def _finetune(model_args, data_args, args, plan: ResumePlan, settings: dict) -> 
     _, tokenized, names = prepare_data(data_args, tokenizer)
     # A plain fine-tune learns from labels alone: rows hidden by labeled_fraction would be all-ignored batches.
     tokenized["train"] = labeled_subset(tokenized["train"])
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = load_model_folder(
+        AutoModelForSequenceClassification,
         path,
+        "base model",
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id={name: i for i, name in enumerate(names)},

@@ -28,6 +28,7 @@ from ..data import (
     tokenize_transfer,
 )
 from ..metrics import compute_classification_metrics
+from ..model_files import load_model_folder
 from ..trainer import DistillationTrainer
 from .arguments import DistillArguments, resolve_model_path
 
@@ -119,8 +120,10 @@ def write_json(path: Path, payload: dict) -> None:
 
 def load_student(distill_args: DistillArguments, id2label: dict, attn_implementation: str | None):
     """The pretrained student of `distill_args.student`, with a head for the task's labels (new if needed)."""
-    return AutoModelForSequenceClassification.from_pretrained(
+    return load_model_folder(
+        AutoModelForSequenceClassification,
         resolve_model_path(distill_args.student),
+        "student",
         num_labels=len(id2label),
         id2label=dict(id2label),
         label2id={name: int(i) for i, name in id2label.items()},

@@ -78,17 +78,21 @@ class SoftLabels:
                 used[i] = True
         return out, used
 
-    def check_all_matched(self, keys: list) -> None:
-        """Raise `SoftLabelError` naming the first file row whose key is not among `keys` (all the task's rows)."""
+    def check_all_matched(self, keys: list, where: str = "the task data", fix: str = "") -> None:
+        """Raise `SoftLabelError` naming the first file row whose key is not among `keys` (all the task's rows).
+
+        `where` names what `keys` came from; `fix` (when given) replaces the default advice."""
         known = {_normalise_key(k, self.key) for k in keys}
         missing = [i for i, k in enumerate(self.keys) if k not in known]
         if missing:
             first = missing[0]
             shown = self.keys[first][:60].replace("\n", " ")
+            fix = fix or (
+                f"label the task's own {'texts exactly' if self.key == 'text' else 'ids'}, or drop those rows"
+            )
             raise SoftLabelError(
-                f"{self.path}: row {self.rows[first]} matches no {self.key} of the task data ({self.key} "
-                f"{shown!r}; {len(missing)} of {len(self.keys)} rows match none): label the task's own "
-                f"{'texts exactly' if self.key == 'text' else 'ids'}, or drop those rows."
+                f"{self.path}: row {self.rows[first]} matches no {self.key} of {where} ({self.key} "
+                f"{shown!r}; {len(missing)} of {len(self.keys)} rows match none): {fix}."
             )
 
 

@@ -51,6 +51,12 @@ def _check_utf8(path: Path) -> None:
     offset = 0
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
+            nul = block.find(b"\0")  # valid UTF-8, yet no text file holds it
+            if nul >= 0:
+                raise ValueError(
+                    f"{path} is not UTF-8 text (a NUL byte at offset {offset + nul}: a binary or UTF-16 file); "
+                    "give a UTF-8 text file."
+                )
             try:
                 decoder.decode(block)
             except UnicodeDecodeError as error:

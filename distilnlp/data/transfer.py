@@ -19,6 +19,7 @@ from datasets import Dataset, Value, concatenate_datasets, load_dataset
 from transformers import PreTrainedTokenizerBase
 
 from .bbc_tasks import BBC_TASKS, load_bbc_transfer
+from .sources import _check_utf8
 from .task import UNLABELED
 
 logger = logging.getLogger(__name__)
@@ -76,10 +77,33 @@ def _read(path: str, text_column: str, seed: int) -> tuple[Dataset, str]:
     try:
         dataset = load_dataset(builder, data_files=[str(p) for p in files], split="train")
     except Exception as error:  # parse errors name neither the file nor the fix
-        raise ValueError(
-            f"Could not read the transfer set {path} as {builder}: {type(error).__name__}: {error}"
-        ) from error
+        raise _unreadable(path, error) from error
     return dataset, "text" if builder == "text" else text_column
+
+
+def _unreadable(path: str, error: BaseException) -> ValueError:
+    """The real cause of a transfer set that does not load, named with its file: an empty file, one that is not
+    UTF-8 text (the byte), else the error under `datasets`' DatasetGenerationError ("An error occurred")."""
+    files = _transfer_files(Path(path).expanduser())
+    builder = TRANSFER_BUILDERS[files[0].suffix.lower()]
+    for file in files:
+        if file.stat().st_size == 0:
+            return ValueError(
+                f"The transfer file {file} is empty (0 bytes); give one text per line (.txt) or rows with a "
+                "text column, or drop the file."
+            )
+        if builder != "parquet":
+            try:
+                _check_utf8(file)
+            except ValueError as not_text:
+                return not_text
+    cause = error
+    while type(cause).__name__ == "DatasetGenerationError" and (cause.__cause__ or cause.__context__):
+        cause = cause.__cause__ or cause.__context__
+    reason = " ".join(str(cause).split()) or "no details"
+    return ValueError(
+        f"Could not read the transfer set {path} as {builder}: {type(cause).__name__}: {reason}"
+    )
 
 
 def load_transfer_texts(
@@ -112,7 +136,10 @@ def load_transfer_texts(
             return {"text": [t.strip() for t in batch["text"] if t and t.strip()]}
         return {"text": window_texts(batch["text"], window)}
 
-    dataset = dataset.map(cut, batched=True, desc="Preparing transfer text")
+    try:
+        dataset = dataset.map(cut, batched=True, desc="Preparing transfer text")
+    except UnicodeDecodeError as error:  # the JSON reader loads invalid UTF-8; reading the text fails
+        raise _unreadable(path, error) from error
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     if len(dataset) == 0:

@@ -45,7 +45,7 @@ def weights_fingerprint(teacher: PreTrainedModel | str | os.PathLike) -> str:
     if isinstance(teacher, torch.nn.Module):
         state = teacher.state_dict()
         return _hash_tensors((name, state[name]) for name in sorted(state))
-    from safetensors import safe_open
+    from ..model_files import open_weights
 
     files = sorted(Path(teacher).glob("*.safetensors"))
     if not files:
@@ -53,7 +53,7 @@ def weights_fingerprint(teacher: PreTrainedModel | str | os.PathLike) -> str:
             f"No *.safetensors weights in {teacher}; save the teacher with save_pretrained() (safetensors is "
             "the default) or pass the loaded model instead of its folder."
         )
-    handles = [safe_open(str(f), framework="pt") for f in files]
+    handles = [open_weights(f, "teacher") for f in files]
     names = sorted((name, index) for index, h in enumerate(handles) for name in h.keys())  # noqa: SIM118
     return _hash_tensors((name, handles[index].get_tensor(name)) for name, index in names)
 

@@ -175,11 +175,11 @@ def _task_of(architectures: list[str]) -> str:
 
 def _parameter_count(folder: Path) -> int:
     """Number of weights stored in a model folder's safetensors files (read from their headers)."""
-    from safetensors import safe_open
+    from ..model_files import open_weights
 
     total = 0
     for path in folder.glob("*.safetensors"):
-        with safe_open(str(path), framework="pt") as handle:
+        with open_weights(path, "teacher") as handle:
             total += sum(int(np.prod(handle.get_slice(name).get_shape())) for name in handle.keys())  # noqa: SIM118
     return total
 

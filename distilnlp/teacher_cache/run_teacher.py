@@ -145,7 +145,9 @@ def compute_teacher_logits(
         if not isinstance(teacher, PreTrainedModel):
             from transformers import AutoModelForSequenceClassification
 
-            teacher = AutoModelForSequenceClassification.from_pretrained(teacher)
+            from ..model_files import load_model_folder
+
+            teacher = load_model_folder(AutoModelForSequenceClassification, teacher, "teacher")
         was_training = teacher.training
         teacher.eval()
         pad_id = teacher.config.pad_token_id or 0

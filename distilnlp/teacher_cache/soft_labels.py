@@ -66,9 +66,13 @@ def build_soft_label_cache(
         logits[name], _ = soft_labels.align(keys[name])
         covered[name] = int(np.isfinite(logits[name]).all(-1).sum())
         logger.info(f"Soft labels cover {covered[name]} of {len(dataset)} rows of {name!r}.")
-    if covered.get("train", 1) == 0:
+    if covered.get("train", 1) == 0:  # every file row matched a task row: validation / test ones only
+        others = ", ".join(f"{covered[n]} {n}" for n in covered if n != "train") or "none"
         raise TeacherCacheError(
-            f"The soft labels in {soft_labels.path} cover none of the training rows: label the training texts."
+            f"The soft labels in {soft_labels.path} cover none of the {len(datasets['train'])} training rows: "
+            f"its {len(soft_labels.keys)} rows label other splits' {soft_labels.key}s only (rows covered: "
+            f"{others}; the rest are test rows); label the training {soft_labels.key}s, which the student "
+            "learns from."
         )
     summary = {
         "name": f"soft labels ({Path(soft_labels.path).name})",
