@@ -33,7 +33,7 @@ from transformers import AutoTokenizer
 
 from distilnlp.artifacts import package_versions
 from distilnlp.data import DataArguments, load_task_data
-from distilnlp.onnx import export_model
+from distilnlp.onnx import ExportArguments, ExportTexts, export_model
 from distilnlp.vocabulary import trim_vocabulary
 
 
@@ -83,16 +83,16 @@ def main() -> None:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="trim-bench-"))
     teacher_bytes = sum(p.stat().st_size for p in Path(args.teacher).glob("*.safetensors"))
 
-    common = dict(parity_texts=val_texts, parity_labels=val_labels, max_length=args.max_length)
-    exports = {"untrimmed": export_model(args.student, work / "untrimmed", **common)}
+    texts = ExportTexts(val_texts, val_labels, vocabulary_texts=all_texts, max_length=args.max_length)
+    exports = {"untrimmed": export_model(ExportArguments(args.student, str(work / "untrimmed")), texts)}
     exports["trimmed (all task texts)"] = export_model(
-        args.student, work / "trimmed", trim_vocabulary=True, vocabulary_texts=all_texts, **common
+        ExportArguments(args.student, str(work / "trimmed"), trim_vocabulary=True), texts
     )
     truncated = trim_vocabulary(
         args.student, work / "student-trimmed-128", all_texts, max_length=args.max_length
     )
     exports[f"trimmed (task texts cut at {args.max_length} tokens)"] = export_model(
-        work / "student-trimmed-128", work / "trimmed-128", **common
+        ExportArguments(str(work / "student-trimmed-128"), str(work / "trimmed-128")), texts
     )
 
     reference = int8_logits(work / "untrimmed", test_texts, args.max_length)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import EXPORT_WORDS, save_wordpiece_model
+from tiny import EXPORT_WORDS, export, save_wordpiece_model
 from transformers import (
     AutoTokenizer,
     BertForSequenceClassification,
@@ -26,7 +26,6 @@ from distilnlp.benchmark import (
     torch_stage,
 )
 from distilnlp.metrics import classification_scores
-from distilnlp.onnx import export_model
 
 WORDS = EXPORT_WORDS
 TEXTS = [" ".join(WORDS[(11 * i + 17 * j) % len(WORDS)] for j in range(4 + i % 30)) for i in range(24)]
@@ -38,7 +37,7 @@ def bench(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     teacher_dir = save_wordpiece_model(tmp / "teacher", layers=4)
     student_dir = save_wordpiece_model(tmp / "student", layers=2, seed=1)
-    export = export_model(student_dir, tmp / "onnx", min_agreement=0.0)
+    exported = export(student_dir, tmp / "onnx", min_agreement=0.0)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     args = BenchmarkArguments(
         output_dir=str(tmp / "report"),
@@ -52,11 +51,13 @@ def bench(tmp_path_factory):
     stages = [
         torch_stage("teacher", teacher_dir, tokenizer),
         torch_stage("student", student_dir, tokenizer),
-        onnx_stage("student fp32 onnx", export.output_dir, "model.onnx", tokenizer, num_threads=2),
-        onnx_stage("student int8 onnx", export.output_dir, "model_quantized.onnx", tokenizer, num_threads=2),
+        onnx_stage("student fp32 onnx", exported.output_dir, "model.onnx", tokenizer, num_threads=2),
+        onnx_stage(
+            "student int8 onnx", exported.output_dir, "model_quantized.onnx", tokenizer, num_threads=2
+        ),
     ]
     results = run_benchmark(stages, TEXTS, LABELS, tokenizer, args)
-    return {"results": results, "args": args, "teacher_dir": teacher_dir, "export": export}
+    return {"results": results, "args": args, "teacher_dir": teacher_dir, "export": exported}
 
 
 def test_benchmark_json_has_every_stage_and_metric(bench):

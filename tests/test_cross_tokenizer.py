@@ -153,7 +153,9 @@ def test_augmentation_across_tokenizers_is_refused(tmp_path, tokenizers, kind):
     teacher, student = models()
     data = Dataset.from_dict({"text": TEXTS, "labels": [0] * len(TEXTS)})
     args = quick_distillation_args(tmp_path, augmentation=kind)
-    with pytest.raises(ValueError, match=f"augmentation='{kind}' cannot be used with a teacher that reads another"):
+    with pytest.raises(
+        ValueError, match=f"augmentation='{kind}' cannot be used with a teacher that reads another"
+    ):
         DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data,
                             data_collator=collator_for(tokenizers), processing_class=tokenizers[0])  # fmt: skip
 

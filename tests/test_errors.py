@@ -58,7 +58,9 @@ def test_a_truncated_model_safetensors_is_named_by_every_command(task, tmp_path,
           *common], "student (PyTorch fp32)"),
     ):  # fmt: skip
         assert main(argv) == 1, argv
-        one_line_error(capsys, f"The {role} weights {damaged} do not load", "truncated", "Re-save", "download")
+        one_line_error(
+            capsys, f"The {role} weights {damaged} do not load", "truncated", "Re-save", "download"
+        )
     assert not (tmp_path / "onnx").exists() and not (tmp_path / "f" / "model.safetensors").exists()
 
 
@@ -196,7 +198,9 @@ def test_a_full_disk_outside_training_does_not_promise_a_resume(task, tmp_path, 
     argv = ["cache-teacher", "--teacher", str(good), "--dataset", str(data), "--teacher_cache",
             str(tmp_path / "cache"), "--output_dir", str(tmp_path / "run"), "--use_cpu", "true"]  # fmt: skip
     assert main(argv) == 1
-    line = one_line_error(capsys, "No space left on device", "Free some disk space and run the same command again")
+    line = one_line_error(
+        capsys, "No space left on device", "Free some disk space and run the same command again"
+    )
     assert "resumes" not in line
 
 
@@ -220,7 +224,10 @@ def transfer_files(folder: Path) -> dict[str, tuple[Path, str]]:
         path = folder / f"latin.{suffix}"
         path.write_bytes(text.encode("latin-1"))
         offset = text.index("\xe9")
-        cases[f"latin-1 {suffix}"] = (path, f"{path} is not UTF-8 text (byte 0xe9 at offset {offset}); re-save")
+        cases[f"latin-1 {suffix}"] = (
+            path,
+            f"{path} is not UTF-8 text (byte 0xe9 at offset {offset}); re-save",
+        )
     return cases
 
 
@@ -278,7 +285,9 @@ def test_soft_labels_that_match_nothing_say_why(task, tmp_path, capsys):
     )
     transfer_flag = ["--transfer_dataset", str(tmp_path / "transfer.txt")]
     assert run(with_transfer, *transfer_flag, "--transfer_window", "2") == 1
-    one_line_error(capsys, "of the task data or the transfer set", "--transfer_window 2 cuts each transfer text")
+    one_line_error(
+        capsys, "of the task data or the transfer set", "--transfer_window 2 cuts each transfer text"
+    )
     assert run(with_transfer, *transfer_flag, "--max_transfer_samples", "5") == 1
     one_line_error(capsys, "row 66 matches no text", "--max_transfer_samples 5 keeps only the first 5")
 

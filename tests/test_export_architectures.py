@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 from test_student import CASES, _teacher
+from tiny import export
 
-from distilnlp.onnx import OnnxClassifier, export_model
+from distilnlp.onnx import OnnxClassifier
 from distilnlp.student import create_student
 
 UNFUSED = {"deberta-v2"}  # relative attention: ORT's BERT rules find no Attention subgraph
@@ -19,7 +20,7 @@ UNFUSED = {"deberta-v2"}  # relative attention: ORT's BERT rules find no Attenti
 def test_student_exports_matches_pytorch_and_reports_its_fusion(model_type, head, tmp_path):
     student = create_student(_teacher(model_type, head), 2)
     student.save_pretrained(tmp_path / "student")
-    result = export_model(
+    result = export(
         tmp_path / "student",
         tmp_path / "onnx",
         parity_samples=16,

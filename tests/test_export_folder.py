@@ -17,10 +17,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from tiny import EXPORT_WORDS, save_wordpiece_model
+from tiny import export as export_with
 from transformers import AutoTokenizer
 
 from distilnlp.artifacts import EXPORT_SUMMARY_FILE, ONNX_FILE, OPTIMIZED_FILE, QUANTIZED_FILE
-from distilnlp.onnx import ParityError, atomic, check_parity, export_model
+from distilnlp.onnx import ParityError, atomic, check_parity
 
 pytestmark = pytest.mark.onnx
 
@@ -43,7 +44,7 @@ def staging_folders(parent: Path) -> list[str]:
 
 def export(model_dir, out, **kwargs):
     options = {"parity_texts": TEXTS, "min_agreement": 0.0, "quantize": "none"} | kwargs
-    return export_model(model_dir, out, **options)
+    return export_with(model_dir, out, **options)
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +124,9 @@ def test_a_failed_export_leaves_the_previous_export_and_the_users_files_untouche
 # Exports into sys.argv[2] from sys.argv[1] and blocks for good just before moving its files in.
 KILLED_EXPORT = """
 import sys, time
-from distilnlp.onnx import atomic, export_model
+from distilnlp.onnx import ExportArguments, atomic, export_model
 atomic.move_in = lambda staging, target: time.sleep(3600)
-export_model(sys.argv[1], sys.argv[2], quantize="none", parity_samples=8)
+export_model(ExportArguments(sys.argv[1], sys.argv[2], quantize="none", parity_samples=8))
 """
 
 

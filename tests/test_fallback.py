@@ -11,10 +11,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from tiny import EXPORT_WORDS, save_wordpiece_model
+from tiny import EXPORT_WORDS, export, save_wordpiece_model
 from transformers import AutoTokenizer, BertForSequenceClassification
 
-from distilnlp.onnx import ParityError, export_model
+from distilnlp.onnx import ParityError
 from distilnlp.onnx.fallback import bulky_nodes, quantizable_nodes, rank_sensitive
 from distilnlp.onnx.parity import decisive_agreement
 
@@ -63,7 +63,7 @@ GATE = {"min_agreement": 0.97, "max_accuracy_drop": 0.02}
 
 def test_weight_outlier_falls_back_to_per_channel(tmp_path):
     model_dir, labels = crafted_model(tmp_path / "model", "weight")
-    result = export_model(
+    result = export(
         model_dir, tmp_path / "onnx", parity_texts=TEXTS, parity_labels=labels, per_channel=False, **GATE
     )
     default, chosen = result.int8_choice.attempts
@@ -84,7 +84,9 @@ def test_weight_outlier_falls_back_to_per_channel(tmp_path):
         "BiasGelu": 2,
     }
     assert [a["passed"] for a in summary["attempts"]] == [False, True]
-    assert summary["quantization"]["per_channel"] is True and summary["quantization"]["nodes_to_exclude"] == []
+    assert (
+        summary["quantization"]["per_channel"] is True and summary["quantization"]["nodes_to_exclude"] == []
+    )
     # Every weight matmul is integer: per layer one QAttention (Q, K, V in one int8 matmul) and 3 MatMulInteger
     # (attention output, FFN in and out), then pooler and classifier.
     ops = integer_ops(result.quantized_path)
@@ -95,7 +97,7 @@ def test_weight_outlier_falls_back_to_per_channel(tmp_path):
 @pytest.mark.slow  # a sensitivity pass: 20 quantizations
 def test_activation_outlier_keeps_the_sensitive_matmul_in_fp32(tmp_path):
     model_dir, labels = crafted_model(tmp_path / "model", "activation")
-    result = export_model(model_dir, tmp_path / "onnx", parity_texts=TEXTS, parity_labels=labels, **GATE)
+    result = export(model_dir, tmp_path / "onnx", parity_texts=TEXTS, parity_labels=labels, **GATE)
     choice = result.int8_choice
     names = [a.name for a in choice.attempts]
     # The fused graph first (no node can be kept in fp32 there), then the unfused chain; weights per-channel by
@@ -123,15 +125,13 @@ def test_failed_chain_names_the_accuracy_drop(tmp_path):
     with pytest.raises(
         ParityError, match=r"loses \d+\.\d\d accuracy points \(100\.00% -> .*max_accuracy_drop=0.02"
     ):
-        export_model(
-            model_dir, tmp_path / "onnx", parity_texts=TEXTS, parity_labels=labels, fallback=False, **GATE
-        )
+        export(model_dir, tmp_path / "onnx", parity_texts=TEXTS, parity_labels=labels, fallback=False, **GATE)
     # Without labels, the same failure is named by its agreement alone.
     with pytest.raises(
         ParityError,
         match=r"agrees on \d+\.\d\d% of top-1 predictions outside near-ties \(min_agreement=0.97, tie_margin=0.1\)\. ",
     ):
-        export_model(model_dir, tmp_path / "onnx2", parity_texts=TEXTS, max_fp32_nodes=0, **GATE)
+        export(model_dir, tmp_path / "onnx2", parity_texts=TEXTS, max_fp32_nodes=0, **GATE)
 
 
 def test_a_bulky_node_is_kept_in_fp32_only_when_it_is_clearly_the_culprit():

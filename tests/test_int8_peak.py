@@ -4,10 +4,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-from tiny import bert_config, save_wordpiece_model
+from tiny import bert_config, export, save_wordpiece_model
 from transformers import BertConfig
 
-from distilnlp.onnx import export_model
 from distilnlp.onnx.macs import bert_macs, matmul_macs, matmul_node_macs
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "int8_peak.py"
@@ -33,7 +32,7 @@ def test_analytic_count_is_the_hand_computation():
 def test_graph_count_matches_the_hand_computation_for_the_int8_and_fp32_graphs(tmp_path):
     model = save_wordpiece_model(tmp_path / "model", layers=2)
     out = tmp_path / "onnx"
-    export_model(model, out, parity_samples=4, min_agreement=0.0, max_accuracy_drop=1.0)
+    export(model, out, parity_samples=4, min_agreement=0.0, max_accuracy_drop=1.0)
     config = BertConfig.from_pretrained(out)
     # 2 layers, H=32, I=64, 3 labels; B=3, S=12.
     per_layer = 4 * 12 * 32 * 32 + 2 * 12 * 32 * 64 + 2 * 12 * 12 * 32
@@ -54,7 +53,7 @@ def test_graph_count_matches_the_hand_computation_for_the_int8_and_fp32_graphs(t
 def test_int8_peak_script_reports_peak_macs_and_fractions_on_a_tiny_model(tmp_path):
     model = save_wordpiece_model(tmp_path / "model", layers=1)
     out = tmp_path / "onnx"
-    export_model(model, out, parity_samples=4, min_agreement=0.0, max_accuracy_drop=1.0)
+    export(model, out, parity_samples=4, min_agreement=0.0, max_accuracy_drop=1.0)
     spec = importlib.util.spec_from_file_location("int8_peak", SCRIPT)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)

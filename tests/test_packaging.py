@@ -47,7 +47,9 @@ def test_lock_file_satisfies_pyproject():
     pinned = pins("constraints.txt")
     for requirement in requirements(("demo", "onnx", "dev")):
         name = canonicalize_name(requirement.name)
-        assert name in pinned, f"constraints.txt does not pin {requirement.name} (pyproject.toml needs {requirement})"
+        assert name in pinned, (
+            f"constraints.txt does not pin {requirement.name} (pyproject.toml needs {requirement})"
+        )
         assert requirement.specifier.contains(pinned[name], prereleases=True), (
             f"constraints.txt pins {requirement.name}=={pinned[name]}, outside pyproject.toml's {requirement}"
         )

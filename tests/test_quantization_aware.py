@@ -11,11 +11,10 @@ import onnx
 import pytest
 import torch
 from datasets import Dataset
-from tiny import EXPORT_WORDS, quick_distillation_args, save_wordpiece_model
+from tiny import EXPORT_WORDS, export, quick_distillation_args, save_wordpiece_model
 from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding
 
 from distilnlp import DistillationTrainer
-from distilnlp.onnx import export_model
 from distilnlp.onnx.quantize import PRESETS
 from distilnlp.quantization_aware import (
     WEIGHT_GRIDS,
@@ -146,7 +145,7 @@ def test_quantization_aware_distillation_trains_and_exports(tmp_path):
     config = json.loads((tmp_path / "qat" / "config.json").read_text())
     assert config["distilnlp_quantization_aware"] in PRESETS
 
-    result = export_model(tmp_path / "qat", tmp_path / "onnx", parity_texts=TEXTS)  # default gate
+    result = export(tmp_path / "qat", tmp_path / "onnx", parity_texts=TEXTS)  # default gate
     choice = json.loads(result.summary_path.read_text())["int8_choice"]
     assert choice["per_channel"] is True and choice["reference"] == "fake-quantized student"
     # The int8 graph computes what the fake-quantized student computes: the chain's first attempt passes.
@@ -178,7 +177,7 @@ def test_quantization_aware_distillation_trains_and_exports(tmp_path):
 
     # Unfused (standard ONNX ops): 6 Linear layers + pooler + classifier in int8 (Q, K, V share one input
     # quantization); the two attention products stay fp32, as in training. Same fake-quantized reference.
-    unfused = export_model(tmp_path / "qat", tmp_path / "unfused", parity_texts=TEXTS, fuse=False)
+    unfused = export(tmp_path / "qat", tmp_path / "unfused", parity_texts=TEXTS, fuse=False)
     [attempt] = unfused.int8_choice.attempts
     assert attempt.name == "unfused per-channel" and attempt.agreement == 1.0
     ops = Counter(n.op_type for n in onnx.load(str(unfused.quantized_path)).graph.node)

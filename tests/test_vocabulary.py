@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import save_wordpiece_model
+from tiny import export, save_wordpiece_model
 from transformers import AutoTokenizer, BertForSequenceClassification
 
-from distilnlp.onnx import export_model
 from distilnlp.vocabulary import trim_vocabulary
 
 SUBWORDS = ["un", "re", "##believ", "##able", "##do", "##ing", "##s"]
@@ -88,8 +87,8 @@ def test_int8_export_of_the_trimmed_model_predicts_identically(model_dir, tmp_pa
     import onnxruntime as ort
 
     # keep_quantization_ranges (the default) keeps the rows that set the int8 scales of the embedding matrix.
-    plain = export_model(model_dir, tmp_path / "plain", parity_texts=TEXTS, min_agreement=0.9)
-    trimmed = export_model(
+    plain = export(model_dir, tmp_path / "plain", parity_texts=TEXTS, min_agreement=0.9)
+    trimmed = export(
         model_dir,
         tmp_path / "trimmed",
         parity_texts=TEXTS,
@@ -116,4 +115,4 @@ def test_trimming_needs_texts(model_dir, tmp_path):
     with pytest.raises(ValueError, match="needs the task's texts"):
         trim_vocabulary(model_dir, tmp_path / "t", [])
     with pytest.raises(ValueError, match="--trim_vocabulary needs the task's texts"):
-        export_model(model_dir, tmp_path / "o", trim_vocabulary=True)
+        export(model_dir, tmp_path / "o", trim_vocabulary=True)

@@ -227,3 +227,17 @@ def assert_accumulation_matches_one_batch(make_trainer, tmp_path, loss_key="loss
     for key in params_a:
         torch.testing.assert_close(params_a[key], params_b[key], rtol=1e-4, atol=1e-6, msg=key)
     return losses_a
+
+
+def export(model_dir, output_dir, *, overwrite=False, **fields):
+    """`distilnlp.onnx.export_model` with `ExportArguments` and `ExportTexts` fields given as keywords."""
+    from dataclasses import fields as dataclass_fields
+
+    from distilnlp.onnx import ExportArguments, ExportTexts, export_model
+
+    text_fields = {f.name for f in dataclass_fields(ExportTexts)}
+    texts = ExportTexts(**{k: v for k, v in fields.items() if k in text_fields})
+    options = {k: v for k, v in fields.items() if k not in text_fields}
+    return export_model(
+        ExportArguments(str(model_dir), str(output_dir), **options), texts, overwrite=overwrite
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer
@@ -24,7 +24,7 @@ from ..artifacts import (
 from ..benchmark import BenchmarkArguments, onnx_stage, run_benchmark, torch_stage
 from ..data import DataArguments, label_names, load_task_data
 from ..data.sources import BBC_NEWS
-from ..onnx import ExportArguments, ExportResult, export_model
+from ..onnx import ExportArguments, ExportResult, ExportTexts, export_model
 from ..onnx.atomic import check_model_folder, check_target, sequence_limit
 
 logger = logging.getLogger(__name__)
@@ -134,15 +134,8 @@ def export_with_task_data(
     vocabulary = None
     if export_args.trim_vocabulary:  # every split: the trimmed model must tokenize all of the task's texts
         vocabulary = [text for split in data.values() for text in split[data_args.text_column]]
-    return export_model(
-        **asdict(export_args),
-        overwrite=overwrite,
-        calibration_texts=calibration,
-        parity_texts=parity,
-        parity_labels=labels,
-        vocabulary_texts=vocabulary,
-        max_length=data_args.max_length,
-    )
+    texts = ExportTexts(parity, labels, calibration, vocabulary, data_args.max_length)
+    return export_model(export_args, texts, overwrite=overwrite)
 
 
 @dataclass

@@ -3,8 +3,9 @@
 int8 graph which keeps accuracy (`fallback`), parity checks (`parity`), and a runtime class (`runtime`); `atomic`
 checks the inputs and puts an export in place only once it is whole and checked."""
 
-from .atomic import export_model  # the writer in `export`, built aside and swapped into place
-from .export import ExportArguments, ExportResult
+from .arguments import ExportArguments, ExportTexts
+from .atomic import export_model  # the writer in `export`, built aside and moved into place
+from .export import ExportResult
 from .parity import ParityError, ParityReport, check_parity
 from .quantize import default_preset
 from .runtime import OnnxClassifier
@@ -13,6 +14,7 @@ from .torch_export import export_teacher  # the teacher cache's ONNX backends (`
 __all__ = [
     "ExportArguments",
     "ExportResult",
+    "ExportTexts",
     "OnnxClassifier",
     "ParityError",
     "ParityReport",

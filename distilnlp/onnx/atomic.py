@@ -1,6 +1,6 @@
 """Exports that never destroy: build in a temporary sibling folder, check parity there, then move the files in.
 
-`export_model` here wraps `export.export_model` (the writer): the inputs are checked first (model folder,
+`export_model` here wraps `export.write_export` (the writer): the inputs are checked first (model folder,
 sequence length within the model's limits, the target folder), the whole export - every graph and its
 parity check - is written into `.distilnlp-export-<name>-<pid>` next to the target, and only then moved into the
 target: a new target in one rename; an existing one file by file, replacing only the files the previous export
@@ -12,7 +12,6 @@ the staging folders of a killed export are removed by the next export into the s
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import logging
 import os
@@ -29,8 +28,8 @@ from ..artifacts import (
     ORT_CONFIG_FILE,
     VOCABULARY_TRIM_FILE,
 )
-from .export import ExportResult
-from .export import export_model as _write_export
+from .arguments import ExportArguments, ExportTexts
+from .export import ExportResult, write_export
 
 logger = logging.getLogger(__name__)
 
@@ -198,34 +197,32 @@ def move_in(staging: Path, target: Path) -> None:
 
 
 def export_model(
-    model_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    *,
-    overwrite: bool = False,
-    max_length: int = 128,
-    **kwargs,
+    args: ExportArguments, texts: ExportTexts | None = None, *, overwrite: bool = False
 ) -> ExportResult:
-    """`distilnlp.onnx.export.export_model` (same arguments), built aside and moved into `output_dir`.
+    """Export `args.model_dir` to `args.output_dir` (`export.write_export`), built aside and moved in.
 
-    `overwrite=True` allows exporting into a non-empty folder that is not a previous distilnlp export (files of
-    the export's names are replaced, the others kept). `max_length` is clamped to the model's and tokenizer's
-    limits.
+    `texts` are the task's parity / calibration / vocabulary texts (none: synthetic token ids); its `max_length` is
+    clamped to the model's and tokenizer's limits. `overwrite=True` allows exporting into a non-empty folder that
+    is not a previous distilnlp export (files of the export's names are replaced, the others kept).
+
+    Raises:
+        ParityError: a graph does not reproduce its reference within the thresholds.
     """
     from .parity import _load_tokenizer
 
-    model_dir, target = check_model_folder(model_dir), Path(output_dir)
+    texts = texts or ExportTexts()
+    model_dir, target = check_model_folder(args.model_dir), Path(args.output_dir)
     check_target(target, model_dir, overwrite)
     max_length = clamp_sequence_length(
-        max_length, AutoConfig.from_pretrained(model_dir), _load_tokenizer(model_dir)
+        texts.max_length, AutoConfig.from_pretrained(model_dir), _load_tokenizer(model_dir)
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
     staging = target.parent / f"{EXPORT_STAGING_PREFIX}{target.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        result = _write_export(model_dir, staging, max_length=max_length, **kwargs)
+        result = write_export(args, dataclasses.replace(texts, max_length=max_length), staging)
         summary = json.loads((staging / EXPORT_SUMMARY_FILE).read_text())
-        summary["arguments"]["output_dir"] = str(target)  # the path it is read from, not the temporary one
         # Everything in the (fresh) staging folder: what the next export may replace, and nothing else.
         summary["written_files"] = sorted(p.name for p in staging.iterdir())
         (staging / EXPORT_SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
@@ -236,6 +233,8 @@ def export_model(
     def moved(path: Path | None) -> Path | None:
         return None if path is None else target / path.name
 
+    if result.int8_choice is not None:
+        result.int8_choice.path = moved(result.int8_choice.path)
     return dataclasses.replace(
         result,
         output_dir=target,
@@ -244,13 +243,3 @@ def export_model(
         quantized_path=moved(result.quantized_path),
         summary_path=moved(result.summary_path),
     )
-
-
-# Same parameters as the writer (plus `overwrite`), for `inspect.signature` and help tools.
-_writer = inspect.signature(_write_export)
-export_model.__signature__ = _writer.replace(
-    parameters=[
-        *_writer.parameters.values(),
-        inspect.Parameter("overwrite", inspect.Parameter.KEYWORD_ONLY, default=False, annotation="bool"),
-    ]
-)

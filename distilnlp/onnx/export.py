@@ -1,8 +1,9 @@
 """Export a fine-tuned (student) model to ONNX, fuse and int8-quantize it with ONNX Runtime, check parity.
 
-    export_model("runs/student", "runs/student-onnx", quantize="dynamic")
+    export_model(ExportArguments("runs/student", "runs/student-onnx"), ExportTexts(parity_texts=texts))
 
-writes into `output_dir`:
+(`distilnlp.onnx.export_model`, in `atomic.py`, checks the inputs and runs `write_export` here on a staging
+folder) writes into `output_dir`:
 
 - `model.onnx`: the fp32 graph written by `torch.onnx.export` (`torch_export.py`);
 - `model_optimized.onnx`: ONNX Runtime's optimized fp32 graph, only when `optimize` is set;
@@ -22,15 +23,12 @@ check raises `ParityError`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-from transformers import AutoConfig
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from ..artifacts import (
@@ -45,151 +43,15 @@ from ..artifacts import (
 from ..artifacts import EXPORT_SUMMARY_FILE as SUMMARY_FILE
 from ..quantization_aware import fake_quantized_logits, is_quantization_aware
 from ..vocabulary import trim_for_export
+from .arguments import ExportArguments, ExportTexts
 from .fallback import Int8Choice, quantize_and_choose
 from .fusion import FusedGraph, fuse_graph, optimized_graph
 from .parity import ParityError, ParityReport, _load_tokenizer, _parity_batches, check_parity
-from .quantize import (
-    CALIBRATION_METHODS,
-    OPTIMIZATION_LEVELS,
-    PRESETS,
-    QUANTIZATION_MODES,
-    CalibrationTexts,
-    default_preset,
-)
+from .quantize import CalibrationTexts
 from .tasks import _task, load_for_export
 from .torch_export import OPSET, export_graph, graph_input_names
 
 logger = logging.get_logger(__name__)
-
-
-def _check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}.")
-
-
-@dataclass
-class ExportArguments:
-    """Arguments of `distilnlp export` (parse with `transformers.HfArgumentParser`)."""
-
-    model_dir: str = field(metadata={"help": "Folder of the fine-tuned PyTorch model (and its tokenizer)."})
-    output_dir: str = field(
-        metadata={
-            "help": "Folder to write the ONNX models, tokenizer and reports to.",
-            "aliases": ["--output"],
-        }
-    )
-    optimize: int | None = field(
-        default=None,
-        metadata={
-            "help": "Also write an optimized fp32 graph, model_optimized.onnx, which `distilnlp benchmark` times: 0 "
-            "(as exported), 1 (ONNX Runtime's basic graph optimizations), 2 (ORT's transformer fusions: Attention, "
-            "SkipLayerNormalization, ...). Unset: none."
-        },
-    )
-    quantize: str = field(
-        default="dynamic",
-        metadata={"help": f"int8 quantization: {', '.join(QUANTIZATION_MODES)}."},
-    )
-    preset: str | None = field(
-        default=None,
-        metadata={
-            "help": f"Quantization preset named after the target CPU: {', '.join(PRESETS)}. "
-            "Default: chosen from the CPU this runs on."
-        },
-    )
-    per_channel: bool = field(
-        default=True,
-        metadata={
-            # Measured on the sentence students (seeds 0-1, 1 and 2 layers): 1.1x to 3.6x lower logit error than
-            # per-tensor weights, at the same graph size and ops.
-            "help": "Quantize weights with one scale per output channel (false: one per matrix, the first attempt "
-            "of the fallback chain is then per-tensor)."
-        },
-    )
-    fuse: bool = field(
-        default=True,
-        metadata={
-            "help": "Try the int8 graph of ONNX Runtime's fused transformer ops (QAttention, EmbedLayerNormalization, "
-            "SkipLayerNormalization: the fastest on CPU) before the unfused one; false: standard ONNX ops plus "
-            "MatMulInteger only, for runtimes without ORT's contrib ops. Dynamic quantization only."
-        },
-    )
-    calibration_samples: int = field(
-        default=128, metadata={"help": "Number of calibration texts used by static quantization."}
-    )
-    calibration_method: str = field(
-        default="minmax",
-        metadata={"help": f"Static calibration method: {', '.join(CALIBRATION_METHODS)}."},
-    )
-    max_abs_diff: float = field(
-        default=1e-4,
-        metadata={"help": "Largest allowed |fp32 ONNX logits - PyTorch logits| in the parity check."},
-    )
-    min_agreement: float = field(
-        default=0.99,
-        metadata={"help": "Smallest allowed top-1 agreement of the int8 model with the fp32 ONNX model."},
-    )
-    tie_margin: float = field(
-        default=0.1,
-        metadata={
-            "help": "A flipped int8 prediction counts against min_agreement only when the fp32 graph preferred its "
-            "own class by more than this much probability (0.1 = 10 points): int8 rounding flips near-ties, "
-            "which were coin flips to begin with. 0: every flip counts. The raw agreement is reported as well."
-        },
-    )
-    max_accuracy_drop: float = field(
-        default=0.005,
-        metadata={
-            "help": "Largest allowed drop of labelled validation accuracy from the fp32 graph to the int8 graph "
-            "(absolute: 0.005 = half a point). Checked only when the export has labelled texts."
-        },
-    )
-    fallback: bool = field(
-        default=True,
-        metadata={
-            "help": "When the int8 graph misses the gate (min_agreement, max_accuracy_drop), try per-channel "
-            "weights, then keep the most sensitive nodes (found by a per-node sensitivity pass) in fp32."
-        },
-    )
-    max_fp32_nodes: int = field(
-        default=8,
-        metadata={"help": "Most weight nodes the fallback may keep in fp32 before giving up."},
-    )
-    trim_vocabulary: bool = field(
-        default=False,
-        metadata={
-            "help": "Before exporting, keep only the word pieces the task's texts (all splits) use, in the tokenizer "
-            "and the embedding matrix (WordPiece tokenizers); checked to tokenize every task text to the same ids."
-        },
-    )
-    parity_samples: int = field(
-        default=1000,
-        # Enough that the 0.99 gate is not failed by chance: out of 256, three flipped near-ties (of a student
-        # whose accuracy does not move) already fail it; out of 1000 it takes eleven.
-        metadata={"help": "Number of inputs (texts or synthetic sequences) for the parity checks."},
-    )
-
-    def __post_init__(self):
-        _check_choice("optimize", self.optimize, (None, *OPTIMIZATION_LEVELS))
-        _check_choice("quantize", self.quantize, QUANTIZATION_MODES)
-        if self.preset is None:
-            self.preset = default_preset()
-        _check_choice("preset", self.preset, PRESETS)
-        _check_choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
-        if self.calibration_samples < 1:
-            raise ValueError(f"calibration_samples must be >= 1; got {self.calibration_samples}.")
-        if not 0 < self.max_abs_diff < float("inf"):
-            raise ValueError(f"max_abs_diff must be a finite number > 0; got {self.max_abs_diff}.")
-        if not 0.0 <= self.min_agreement <= 1.0:
-            raise ValueError(f"min_agreement must be in [0, 1]; got {self.min_agreement}.")
-        if not 0.0 <= self.tie_margin < 1.0:
-            raise ValueError(f"tie_margin must be in [0, 1); got {self.tie_margin}.")
-        if not 0.0 <= self.max_accuracy_drop <= 1.0:
-            raise ValueError(f"max_accuracy_drop must be in [0, 1]; got {self.max_accuracy_drop}.")
-        if self.max_fp32_nodes < 0:
-            raise ValueError(f"max_fp32_nodes must be >= 0; got {self.max_fp32_nodes}.")
-        if self.parity_samples < 1:
-            raise ValueError(f"parity_samples must be >= 1; got {self.parity_samples}.")
 
 
 @dataclass
@@ -205,154 +67,152 @@ class ExportResult:
     int8_choice: Int8Choice | None = None
 
 
-def export_model(
-    model_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    *,
-    optimize: int | None = None,
-    quantize: str = "dynamic",
-    preset: str | None = None,
-    per_channel: bool = True,
-    fuse: bool = True,
-    calibration_texts: Sequence[str] | None = None,
-    calibration_samples: int = 128,
-    calibration_method: str = "minmax",
-    parity_texts: Sequence[str] | None = None,
-    parity_labels: Sequence[int] | None = None,
-    parity_samples: int = 1000,
-    max_abs_diff: float = 1e-4,
-    min_agreement: float = 0.99,
-    tie_margin: float = 0.1,
-    max_accuracy_drop: float = 0.005,
-    fallback: bool = True,
-    max_fp32_nodes: int = 8,
-    trim_vocabulary: bool = False,
-    vocabulary_texts: Sequence[str] | None = None,
-    max_length: int = 128,
-) -> ExportResult:
-    """Export `model_dir` to ONNX in `output_dir`, optionally optimize and int8-quantize it, and check parity.
+@dataclass
+class _Source:
+    """The model being exported, loaded once for every step."""
 
-    Arguments mirror `ExportArguments`; `calibration_texts` feed static quantization (padded to `max_length`),
-    `parity_texts` the parity checks (synthetic token ids when None) and, with `parity_labels` (one label id per
-    text), the accuracy gate. An int8 graph that misses the gate sends the export down the fallback chain of
-    `onnx/fallback.py`; the choice is recorded under `int8_choice`. With `trim_vocabulary`, the model exported is a
-    copy whose vocabulary keeps only what `vocabulary_texts` use (`distilnlp.vocabulary`), recorded under
-    `vocabulary`.
+    model_dir: Path  # the trimmed copy with `trim_vocabulary`
+    config: PretrainedConfig
+    tokenizer: PreTrainedTokenizerBase | None
+    model: PreTrainedModel  # eager attention, evaluation mode
+    input_names: list[str]
+
+
+def write_export(args: ExportArguments, texts: ExportTexts, output_dir: Path) -> ExportResult:
+    """Export `args.model_dir` into `output_dir` (the writer; `distilnlp.onnx.export_model` calls it on a staging
+    folder): the fp32 graph, the optimized one with `args.optimize`, the int8 graph chosen by the fallback chain,
+    then `distilnlp_export.json`.
 
     Raises:
         ParityError: a graph does not reproduce its reference within the thresholds.
     """
-    args = ExportArguments(  # validated exactly as the command line is
-        model_dir=str(model_dir),
-        output_dir=str(output_dir),
-        optimize=optimize,
-        quantize=quantize,
-        preset=preset,
-        per_channel=per_channel,
-        fuse=fuse,
-        calibration_samples=calibration_samples,
-        calibration_method=calibration_method,
-        max_abs_diff=max_abs_diff,
-        min_agreement=min_agreement,
-        tie_margin=tie_margin,
-        max_accuracy_drop=max_accuracy_drop,
-        fallback=fallback,
-        max_fp32_nodes=max_fp32_nodes,
-        trim_vocabulary=trim_vocabulary,
-        parity_samples=parity_samples,
-    )
-    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for stale in (OPTIMIZED_FILE, QUANTIZED_FILE, ORT_CONFIG_FILE, SUMMARY_FILE):
         (output_dir / stale).unlink(missing_ok=True)
-
-    trimmed = trim_for_export(model_dir, vocabulary_texts) if trim_vocabulary else None
-    if trimmed is not None:
-        model_dir = trimmed.model_dir  # export the trimmed copy (a scratch folder, removed below)
-    config = AutoConfig.from_pretrained(model_dir)
-    tokenizer = _load_tokenizer(model_dir)
-    torch_model = load_for_export(model_dir, config)
-    input_names = graph_input_names(torch_model, tokenizer)
+    trimmed = trim_for_export(args.model_dir, texts.vocabulary_texts) if args.trim_vocabulary else None
+    source = _load(Path(trimmed.model_dir if trimmed is not None else args.model_dir))
     parity_kwargs = {
-        "tokenizer": tokenizer,
-        "texts": parity_texts,
-        "num_samples": parity_samples,
-        "max_length": max_length,
-        "max_abs_diff": max_abs_diff,
-        "min_agreement": min_agreement,
-        "tie_margin": tie_margin,
+        "tokenizer": source.tokenizer,
+        "texts": texts.parity_texts,
+        "num_samples": args.parity_samples,
+        "max_length": texts.max_length,
+        "max_abs_diff": args.max_abs_diff,
+        "min_agreement": args.min_agreement,
+        "tie_margin": args.tie_margin,
     }
-
-    logger.info(f"Exporting {model_dir} to ONNX (torch.onnx.export, opset {OPSET}, inputs {input_names})")
-    onnx_path = export_graph(torch_model, output_dir / ONNX_FILE, input_names)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(output_dir)
-    config.save_pretrained(output_dir)
-    parity = {"fp32": check_parity(torch_model, onnx_path, **parity_kwargs)}
-    logger.info(f"fp32 ONNX parity: max |diff| = {parity['fp32'].max_abs_diff:.3g}")
-
-    optimized_path = None
-    if optimize is not None:
-        optimized_path = optimized_graph(onnx_path, config, output_dir / OPTIMIZED_FILE, optimize)
-        parity["optimized"] = check_parity(torch_model, optimized_path, **parity_kwargs)
-        logger.info(
-            f"Optimized (level {optimize}) parity: max |diff| = {parity['optimized'].max_abs_diff:.3g}"
-        )
-
-    quantized_path = int8_choice = calibration = fusion = None
-    if quantize != "none":
-        with tempfile.TemporaryDirectory(dir=output_dir) as scratch:  # candidates: the same disk for the move
-            fused, fusion = None, None
-            if fuse and quantize == "dynamic":  # static ranges are named after the unfused graph's tensors
-                fused, fusion = _checked_fusion(torch_model, onnx_path, config, Path(scratch), parity_kwargs)
-            calibration = _calibration(args, config, tokenizer, calibration_texts, max_length, input_names)
-            batches = _parity_batches(config, tokenizer, parity_texts, parity_samples, max_length)
-            int8_choice = quantize_and_choose(
-                args,
-                onnx_path=onnx_path,
-                fused=fused,
-                calibration=calibration,
-                work_dir=Path(scratch),
-                batches=batches,
-                labels=parity_labels,
-                fake_quantized_logits=_qat_reference(args, config, model_dir, batches, input_names),
-            )
-            quantized_path = Path(shutil.move(int8_choice.path, output_dir / QUANTIZED_FILE))
-            int8_choice.path = quantized_path
-        # A quantization-aware student's int8 graph was gated against its fake-quantized self in the chain; its
-        # agreement with the fp32 graph (what it was not trained to compute) is reported, not gated.
-        qat = is_quantization_aware(config)
-        int8_kwargs = parity_kwargs | ({"min_agreement": 0.0} if qat else {})
-        parity["int8"] = check_parity(torch_model, onnx_path, quantized_path=quantized_path, **int8_kwargs)
-        logger.info(
-            f"int8 ({quantize}) top-1 agreement with fp32: {parity['int8'].agreement:.2%}; "
-            f"max |diff| = {parity['int8'].max_abs_diff:.3g}"
-        )
-
-    files = {"fp32": onnx_path, "optimized": optimized_path, "int8": quantized_path}
+    onnx_path, optimized_path, parity = _export_fp32(args, source, output_dir, parity_kwargs)
+    int8 = {}
+    if args.quantize != "none":
+        int8 = _export_int8(args, texts, source, onnx_path, output_dir, parity_kwargs)
+        parity["int8"] = int8["parity"]
     summary = {
-        "arguments": asdict(args) | {"max_length": max_length},
-        "task": _task(config),
-        "exporter": {"name": "torch.onnx.export (TorchScript)", "opset": OPSET, "input_names": input_names},
-        "fusion": fusion,
-        "calibration": calibration
-        and {
-            "method": calibration_method,
-            "num_samples": calibration.num_samples,
-            "max_length": max_length,
+        "arguments": asdict(args) | {"max_length": texts.max_length},
+        "task": _task(source.config),
+        "exporter": {
+            "name": "torch.onnx.export (TorchScript)",
+            "opset": OPSET,
+            "input_names": source.input_names,
         },
-        "files": {k: p.name for k, p in files.items() if p is not None},
-        "sizes_bytes": {k: p.stat().st_size for k, p in files.items() if p is not None},
+        "fusion": int8.get("fusion"),
+        "calibration": int8.get("calibration"),
         "parity": {k: asdict(v) for k, v in parity.items()},
-        "int8_choice": int8_choice.summary() if int8_choice is not None else None,
+        "int8_choice": int8["choice"].summary() if int8 else None,
         "vocabulary": trimmed.finish(output_dir) if trimmed is not None else None,
         "versions": package_versions(*CORE_PACKAGES, *ONNX_PACKAGES),
     }
-    summary_path = output_dir / SUMMARY_FILE
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    quantized_path = int8["choice"].path if int8 else None
+    summary_path = _write_summary(summary, output_dir, onnx_path, optimized_path, quantized_path)
     return ExportResult(
-        output_dir, onnx_path, optimized_path, quantized_path, summary_path, parity, int8_choice
+        output_dir, onnx_path, optimized_path, quantized_path, summary_path, parity, int8.get("choice")
     )
+
+
+def _load(model_dir: Path) -> _Source:
+    config = AutoConfig.from_pretrained(model_dir)
+    tokenizer = _load_tokenizer(model_dir)
+    model = load_for_export(model_dir, config)
+    return _Source(model_dir, config, tokenizer, model, graph_input_names(model, tokenizer))
+
+
+def _export_fp32(
+    args: ExportArguments, source: _Source, output_dir: Path, parity_kwargs: dict
+) -> tuple[Path, Path | None, dict[str, ParityReport]]:
+    """(model.onnx, model_optimized.onnx or None, their parity reports): the graphs, config and tokenizer."""
+    logger.info(
+        f"Exporting {source.model_dir} to ONNX (torch.onnx.export, opset {OPSET}, inputs {source.input_names})"
+    )
+    onnx_path = export_graph(source.model, output_dir / ONNX_FILE, source.input_names)
+    if source.tokenizer is not None:
+        source.tokenizer.save_pretrained(output_dir)
+    source.config.save_pretrained(output_dir)
+    parity = {"fp32": check_parity(source.model, onnx_path, **parity_kwargs)}
+    logger.info(f"fp32 ONNX parity: max |diff| = {parity['fp32'].max_abs_diff:.3g}")
+    optimized_path = None
+    if args.optimize is not None:
+        optimized_path = optimized_graph(onnx_path, source.config, output_dir / OPTIMIZED_FILE, args.optimize)
+        parity["optimized"] = check_parity(source.model, optimized_path, **parity_kwargs)
+        logger.info(
+            f"Optimized (level {args.optimize}) parity: max |diff| = {parity['optimized'].max_abs_diff:.3g}"
+        )
+    return onnx_path, optimized_path, parity
+
+
+def _export_int8(
+    args: ExportArguments,
+    texts: ExportTexts,
+    source: _Source,
+    onnx_path: Path,
+    output_dir: Path,
+    parity_kwargs,
+) -> dict:
+    """The int8 graph chosen by the fallback chain, moved to model_quantized.onnx: {"choice", "parity", "fusion",
+    "calibration"} (the last two as recorded in the summary)."""
+    config = source.config
+    with tempfile.TemporaryDirectory(dir=output_dir) as scratch:  # candidates: the same disk for the move
+        fused = fusion = None
+        if (
+            args.fuse and args.quantize == "dynamic"
+        ):  # static ranges are named after the unfused graph's tensors
+            fused, fusion = _checked_fusion(source.model, onnx_path, config, Path(scratch), parity_kwargs)
+        calibration = _calibration(args, config, source.tokenizer, texts, source.input_names)
+        batches = _parity_batches(
+            config, source.tokenizer, texts.parity_texts, args.parity_samples, texts.max_length
+        )
+        choice = quantize_and_choose(
+            args,
+            onnx_path=onnx_path,
+            fused=fused,
+            calibration=calibration,
+            work_dir=Path(scratch),
+            batches=batches,
+            labels=texts.parity_labels,
+            fake_quantized_logits=_qat_reference(args, config, source.model_dir, batches, source.input_names),
+        )
+        choice.path = Path(shutil.move(choice.path, output_dir / QUANTIZED_FILE))
+    # A quantization-aware student's int8 graph was gated against its fake-quantized self in the chain; its
+    # agreement with the fp32 graph (what it was not trained to compute) is reported, not gated.
+    int8_kwargs = parity_kwargs | ({"min_agreement": 0.0} if is_quantization_aware(config) else {})
+    parity = check_parity(source.model, onnx_path, quantized_path=choice.path, **int8_kwargs)
+    logger.info(
+        f"int8 ({args.quantize}) top-1 agreement with fp32: {parity.agreement:.2%}; "
+        f"max |diff| = {parity.max_abs_diff:.3g}"
+    )
+    recorded = calibration and {
+        "method": args.calibration_method,
+        "num_samples": calibration.num_samples,
+        "max_length": texts.max_length,
+    }
+    return {"choice": choice, "parity": parity, "fusion": fusion, "calibration": recorded}
+
+
+def _write_summary(summary: dict, output_dir: Path, *graphs: Path | None) -> Path:
+    """`distilnlp_export.json`, with the graphs' file names and sizes (fp32, optimized, int8)."""
+    files = dict(zip(("fp32", "optimized", "int8"), graphs, strict=True))
+    summary["files"] = {k: p.name for k, p in files.items() if p is not None}
+    summary["sizes_bytes"] = {k: p.stat().st_size for k, p in files.items() if p is not None}
+    path = output_dir / SUMMARY_FILE
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
 
 
 def _checked_fusion(
@@ -377,11 +237,11 @@ def _checked_fusion(
     return fused, record | {"used": True, "max_abs_diff": report.max_abs_diff}
 
 
-def _calibration(args, config, tokenizer, texts, max_length: int, input_names) -> CalibrationTexts | None:
+def _calibration(args, config, tokenizer, texts: ExportTexts, input_names) -> CalibrationTexts | None:
     if args.quantize != "static":
         return None
     calibration = CalibrationTexts(
-        config, tokenizer, texts, args.calibration_samples, max_length, input_names
+        config, tokenizer, texts.calibration_texts, args.calibration_samples, texts.max_length, input_names
     )
     logger.info(f"Calibrating ({args.calibration_method}) on {calibration.num_samples} examples")
     return calibration

@@ -26,9 +26,6 @@ __all__ = ["PRESETS", "CalibrationTexts", "QuantizationSettings", "default_prese
 
 logger = logging.get_logger(__name__)
 
-OPTIMIZATION_LEVELS = (0, 1, 2)
-QUANTIZATION_MODES = ("none", "dynamic", "static")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # Static quantization covers the weight-heavy ops only. ORT's default static list also takes Where/Add/Mul, which
 # pulls the attention-mask tensors (filled with float32 min, -3.4e38) into calibration: the entropy and
 # percentile histograms then fail ("Too many bins for data range"), and quantizing them buys no speed.
