@@ -24,6 +24,7 @@ The seed-0 sweep (table, plot, chosen model) is copied to `<output>/sweep_bbc_ne
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -68,24 +69,19 @@ def sweep_argv(cli, seed: int, teacher: str | None) -> list[str]:
 
 
 def control(
-    argv: list[str], seed_dir: Path, depth: int, teacher: str, qat_epochs: float, qat_lr: float
+    config: tuple, seed_dir: Path, depth: int, teacher: str, qat_epochs: float, qat_lr: float
 ) -> dict:
     """The fp32 student distilled `qat_epochs` more without fake quantization, exported by default: test accuracy
     of the student (PyTorch, = its fp32 graph) and of its int8 graph (None when the export failed its gate), and
-    the export's int8 choice."""
+    the export's int8 choice. `config`: the sweep's parsed `SWEEP_TYPES`."""
     layers = seed_dir / f"layers-{depth}"
     student, onnx_dir = layers / "student-control", layers / "onnx-control"
-    extra = [
-        "--student_layers",
-        str(depth),
-        "--output_dir",
-        str(student),
-        "--student",
-        str(layers / "student"),
-    ]
-    extra += ["--num_train_epochs", str(qat_epochs), "--learning_rate", str(qat_lr), "--teacher", teacher]
-    distill_args, data_args, args, _ = parse_config(SWEEP_TYPES, [*argv, *extra])
-    results = distill(distill_args.for_depth(depth), data_args, args)
+    sweep_distill, data_args, sweep_training, _ = config
+    distill_args = sweep_distill.for_depth(depth, student=str(layers / "student"), teacher=teacher)
+    args = dataclasses.replace(
+        sweep_training, output_dir=str(student), num_train_epochs=qat_epochs, learning_rate=qat_lr
+    )
+    results = distill(distill_args, data_args, args)
     run = {"control fp32": results["student_test_accuracy"], "control int8 PTQ": None, "control note": None}
     if not (onnx_dir / "distilnlp_export.json").is_file():
         try:
@@ -199,10 +195,11 @@ def main() -> None:
     teacher, runs, sweeps = cli.teacher, {}, {}
     for seed in cli.seeds:
         argv = sweep_argv(cli, seed, teacher)
-        result = sweep(argv)
+        config = parse_config(SWEEP_TYPES, argv)
+        result = sweep(*config)
         seed_dir = Path(cli.work_dir) / f"seed-{seed}"
         teacher = teacher or str(seed_dir / "teacher")
-        sweep_args = parse_config(SWEEP_TYPES, argv)[3]
+        sweep_args = config[3]
         sweeps[seed] = result
         runs[seed] = {}
         for depth in cli.depths:
@@ -214,7 +211,7 @@ def main() -> None:
             run["int8 PTQ choice"] = export_choice(seed_dir / f"layers-{depth}" / "onnx")
             run["int8 QAT choice"] = export_choice(seed_dir / f"layers-{depth}" / "onnx-qat")
             run["notes"] = result["notes"]
-            run |= control(argv, seed_dir, depth, teacher, sweep_args.quantization_aware_epochs,
+            run |= control(config, seed_dir, depth, teacher, sweep_args.quantization_aware_epochs,
                            sweep_args.quantization_aware_learning_rate)  # fmt: skip
             runs[seed][depth] = run
             print(f"[quantization_aware] seed {seed}, {depth}L: " + ", ".join(f"{v} {run[v]}" for v in VARIANTS),

@@ -71,7 +71,8 @@ class StageTrainingArguments(TrainingArguments):
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
         if self.warmup_ratio and not _HAS_WARMUP_RATIO:
-            if self.warmup_steps:
+            # warmup_steps == warmup_ratio: this translation done already (a `dataclasses.replace` copy).
+            if self.warmup_steps and self.warmup_steps != self.warmup_ratio:
                 raise ValueError("Set warmup_ratio or warmup_steps, not both.")
             self.warmup_steps = self.warmup_ratio  # transformers 5: a float in [0, 1) is a ratio
         if not _has_accelerator():

@@ -1,14 +1,20 @@
 """`distilnlp sweep`: the frontier / choice logic on hand-made points, and the command end to end on tiny models."""
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 from safetensors.torch import load_file
 from tiny import save_tiny_model, write_topic_csv
 
+import distilnlp.commands.cli as cli
+import distilnlp.commands.config as config
+import distilnlp.commands.sweep as sweep_module
 from distilnlp.commands.cli import main
-from distilnlp.commands.sweep import parse_depths
+from distilnlp.commands.config import parse_config
+from distilnlp.commands.sweep import SWEEP_TYPES, parse_depths, variant_config
 from distilnlp.frontier import choose_model, pareto_front
 
 
@@ -70,9 +76,118 @@ def test_when_no_model_meets_min_retention_the_most_accurate_is_named_and_it_say
 def test_depth_lists_are_parsed_and_checked():
     assert parse_depths("3,1,2,1") == [1, 2, 3]
     assert parse_depths(2) == [2]
-    for bad in ("0,1", "one", None):
+    assert parse_depths([3, 1]) == parse_depths(["1,3"]) == [1, 3]
+    for bad in ("0,1", "one", None, [], ["1", "x"]):
         with pytest.raises(ValueError):
             parse_depths(bad)
+
+
+@pytest.mark.parametrize(
+    ("recipe_value", "flags", "depths"),
+    [
+        ("1,2,3", [], [1, 2, 3]),  # the text form of the recipes on disk
+        ([3, 1, 2], [], [1, 2, 3]),
+        (2, [], [2]),  # a distill recipe's one depth
+        (1, ["--student_layers", "2,1"], [1, 2]),
+        (1, ["--student_layers", "3", "1"], [1, 3]),
+        (1, ["--student_layers=-1,2"], "must all be >= 1, got '-1,2'"),
+    ],
+)
+def test_student_layers_is_a_typed_list_from_text_lists_or_flags(tmp_path, recipe_value, flags, depths):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"teacher": "t", "student_layers": recipe_value}))
+    if isinstance(depths, str):
+        with pytest.raises(ValueError, match=depths):
+            parse_config(SWEEP_TYPES, [str(recipe), *flags])
+        return
+    assert parse_config(SWEEP_TYPES, [str(recipe), *flags])[0].student_layers == depths
+
+
+def old_variant_config(argv, output_dir, depth, qat_from, teacher, sweep_args):
+    """The variant configs as the sweep made them before parse-once: its argv with flags appended, parsed again."""
+    extra = ["--output_dir", str(output_dir), "--quantization_aware", str(qat_from is not None).lower()]
+    extra += ["--teacher", teacher] if teacher else []
+    if qat_from is not None:
+        extra += ["--student", str(qat_from), "--num_train_epochs", str(sweep_args.quantization_aware_epochs)]
+        extra += ["--learning_rate", str(sweep_args.quantization_aware_learning_rate)]
+    distill_args, data_args, args, _ = parse_config(SWEEP_TYPES, [*argv, *extra])
+    return distill_args.for_depth(depth), data_args, args
+
+
+@pytest.mark.parametrize("student_layers", [None, "1,2", [1, 2]])
+def test_variant_configs_equal_what_the_old_argv_path_parsed(tmp_path, student_layers):
+    if student_layers is None:  # a bundled recipe (warmup_ratio, save/eval steps) with the depths as a flag
+        argv = ["distill_bbc_news", "--student_layers", "1,2"]
+    else:
+        recipe = tmp_path / "r.yaml"
+        values = {
+            "teacher": "t",
+            "student_layers": student_layers,
+            "warmup_ratio": 0.1,
+            "quantization_aware": True,
+        }
+        recipe.write_text(yaml.safe_dump(values | {"eval_strategy": "steps", "logging_steps": 5}))
+        argv = [str(recipe)]
+    argv += [
+        "--output_dir",
+        str(tmp_path / "sweep"),
+        "--learning_rate",
+        "1e-3",
+        "--quantization_aware_epochs",
+        "2",
+    ]
+    parsed = parse_config(SWEEP_TYPES, argv)
+    out = tmp_path / "sweep"
+    for depth in (1, 2):
+        for qat_from in (None, out / f"layers-{depth}" / "student"):
+            for teacher in (None, str(out / "teacher")):
+                folder = out / f"layers-{depth}" / ("student-qat" if qat_from else "student")
+                new = variant_config(parsed, folder, depth, qat_from, teacher)
+                old = old_variant_config(argv, folder, depth, qat_from, teacher, parsed[3])
+                for name in ("output_dir", "quantization_aware", "num_train_epochs", "learning_rate"):
+                    assert getattr(new[2], name) == getattr(old[2], name), name
+                for name in ("student", "teacher", "student_layers"):
+                    assert getattr(new[0], name) == getattr(old[0], name), name
+                # Every field, derived ones included (`replace` re-runs __post_init__: warmup_ratio's
+                # warmup_steps, eval_steps from logging_steps).
+                assert new == old and new[2].to_dict() == old[2].to_dict()
+    assert new[2].num_train_epochs == 2.0 and new[2].learning_rate == 3e-5 and new[2].quantization_aware
+    # The parsed config is untouched.
+    assert parsed[2].learning_rate == 1e-3 and parsed[2].output_dir == str(out)
+    if student_layers is not None:  # a copy keeps warmup_ratio's translation; both set is still refused
+        assert dataclasses.replace(parsed[2], output_dir="x").warmup_steps == 0.1
+        with pytest.raises(ValueError, match="not both"):
+            dataclasses.replace(parsed[2], warmup_steps=5)
+
+
+def test_the_sweep_command_parses_its_config_once(tmp_path, monkeypatch, capsys):
+    calls = []
+    real_parse_config = config.parse_config
+
+    def counting_parse_config(*args, **kwargs):
+        calls.append(args)
+        return real_parse_config(*args, **kwargs)
+
+    for module in (cli, config, sweep_module):
+        monkeypatch.setattr(module, "parse_config", counting_parse_config, raising=False)
+
+    def fake_sweep(distill_args, data_args, args, sweep_args):
+        # Every variant config the real sweep makes, without training.
+        parsed = (distill_args, data_args, args, sweep_args)
+        for depth in distill_args.student_layers:
+            for qat_from in (None, tmp_path / "fp32"):
+                variant_config(parsed, tmp_path / "variant", depth, qat_from, None)
+        received.append(parsed)
+        return {"chosen": {"name": "1L int8 PTQ", "meets_min_retention": True}}
+
+    received = []
+    monkeypatch.setattr(sweep_module, "sweep", fake_sweep)
+    argv = ["sweep", "distill_bbc_news", "--student_layers", "1,2", "--output_dir", str(tmp_path)]
+    assert main(argv) == 0
+    assert len(calls) == 1 and "chosen model: 1L int8 PTQ" in capsys.readouterr().out
+    distill_args, _, args, sweep_args = received[0]
+    assert distill_args.student_layers == [1, 2] and args.output_dir == str(tmp_path)
+    assert dataclasses.is_dataclass(sweep_args) and Path(args.output_dir) == tmp_path
 
 
 @pytest.mark.slow

@@ -234,8 +234,7 @@ def _search(argv: list[str]) -> int:
 def _sweep(argv: list[str]) -> int:
     from .sweep import SWEEP_TYPES, sweep
 
-    parse(SWEEP_TYPES, argv, prog="distilnlp sweep")  # argument errors as one line, before any work
-    result = sweep(argv)
+    result = sweep(*parse(SWEEP_TYPES, argv, prog="distilnlp sweep"))
     status = "" if result["chosen"]["meets_min_retention"] else " (none meets min_retention)"
     print(f"chosen model{status}: {result['chosen']['name']}")
     return 0

@@ -136,6 +136,14 @@ def _expected(annotation: Any) -> str:
     return SCALARS.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
+def _list_item(annotation: Any) -> Any:
+    """The item type of a `list[X]` (or `list[X] | None`) annotation, else None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(candidate) is list:
+            return (typing.get_args(candidate) or (str,))[0]
+    return None
+
+
 def check_recipe_types(recipe: dict[str, Any], dataclass_types, path: str | Path) -> None:
     """A recipe value of the wrong type (`alpha: [0.5]`, `output_dir: {a: 1}`) is a ValueError naming the
     field, the value and the type the field takes (before argparse or the dataclass meet it)."""
@@ -146,23 +154,30 @@ def check_recipe_types(recipe: dict[str, Any], dataclass_types, path: str | Path
         except Exception:  # an annotation that does not resolve: leave its fields to the parser
             continue
         for f in dataclasses.fields(dc):
-            comma_separated = "comma-separated" in f.metadata.get("help", "") and _accepts(
-                "", hints.get(f.name)
+            annotation = hints.get(f.name, Any)
+            comma_separated = "comma-separated" in f.metadata.get("help", "") and (
+                _accepts("", annotation) or _list_item(annotation) is not None
             )
-            fields.setdefault(f.name, (hints.get(f.name, Any), f.default, comma_separated))
+            fields.setdefault(f.name, (annotation, f.default, comma_separated))
     for key, value in recipe.items():
         annotation, default, comma_separated = fields.get(key, (Any, None, False))
         if annotation is Any or _accepts(value, annotation) or (value is None and default is None):
             continue
-        if comma_separated and isinstance(value, list) and all(_accepts(v, str) for v in value):
-            continue  # a YAML list for a comma-separated text field (`teacher_weights: [1, 3]`)
+        item = _list_item(annotation)
+        if comma_separated and all(
+            isinstance(v, str) or _accepts(v, item or str)
+            for v in (value if isinstance(value, list) else [value])
+        ):
+            # A comma-separated field takes a YAML list (`teacher_weights: [1, 3]`), and a list field the
+            # text (`student_layers: 1,2,3`) or one item (`student_layers: 2`): its dataclass converts them.
+            continue
         kind = next(
             (w for t, w in YAML_KINDS.items() if isinstance(value, t)), "null" if value is None else ""
         )
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        expected = _expected(annotation) + (", or comma-separated text" if comma_separated and item else "")
         raise ValueError(
-            f"Recipe {path}: {key} is {shown} ({kind or type(value).__name__}) but must be "
-            f"{_expected(annotation)}."
+            f"Recipe {path}: {key} is {shown} ({kind or type(value).__name__}) but must be {expected}."
         )
 
 
@@ -184,7 +199,14 @@ def make_parser(dataclass_types, prog: str | None = None) -> HfArgumentParser:
     parser = HfArgumentParser(dataclass_types, prog=prog, allow_abbrev=False)
     for action in parser._actions:  # help strings written (or inherited) for plain text
         action.help = _escape_help(action.help)
+        if _comma_list(action):
+            action.type = str  # `1,2 3` stays text here: the dataclass splits and checks its items
     return parser
+
+
+def _comma_list(action: argparse.Action) -> bool:
+    """A `list[...]` field whose help says "comma-separated": it takes `--flag 1 2 3` and `--flag 1,2,3`."""
+    return action.nargs == "+" and "comma-separated" in (action.help or "")
 
 
 def set_defaults_with_config(parser: argparse.ArgumentParser, config: dict[str, Any]) -> None:
@@ -211,7 +233,7 @@ def _join_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> l
     takes_value = {
         option
         for action in parser._actions
-        if action.nargs in (None, "?") and action.option_strings
+        if (action.nargs in (None, "?") or _comma_list(action)) and action.option_strings
         for option in action.option_strings
     }
     out: list[str] = []
@@ -231,12 +253,22 @@ def _split_recipe(argv: list[str], dataclass_types) -> tuple[dict[str, Any], lis
     return {}, list(argv)
 
 
-def parse_config(dataclass_types, argv: list[str], prog: str | None = None) -> tuple:
+def parse_config(
+    dataclass_types, argv: list[str], prog: str | None = None, overrides: dict[str, Any] | None = None
+) -> tuple:
     """`[recipe.yaml] [--flag value ...]` -> one instance of each dataclass (flags win over the recipe).
 
-    An unknown flag exits with status 2 and the closest known flag.
+    `overrides`: typed field values laid over the recipe's, as if the recipe held them (None: keep the
+    recipe's); how `distilnlp demo` sets its stages' folders and epochs. An unknown flag exits with status 2
+    and the closest known flag.
     """
     recipe, argv = _split_recipe(argv, dataclass_types)
+    known = field_names(dataclass_types)
+    for name, value in (overrides or {}).items():
+        if name not in known:
+            raise ValueError(_unknown("field", name, known))
+        if value is not None:
+            recipe[name] = _plain(value)  # a Path is the folder's name, as on the command line
     parser = make_parser(dataclass_types, prog)
     set_defaults_with_config(parser, recipe)
     *instances, remaining = parser.parse_args_into_dataclasses(

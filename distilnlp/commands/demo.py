@@ -73,16 +73,10 @@ class DemoArguments:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
 
 
-def _flags(**values) -> list[str]:
-    """`--name value` for each value that is set: the demo's overrides of a recipe."""
-    return [
-        token for name, value in values.items() if value is not None for token in (f"--{name}", str(value))
-    ]
-
-
 def stage_config(recipe: str, dataclass_types, **overrides) -> tuple:
-    """Parse a bundled recipe with the demo's overrides, exactly as `distilnlp <command> RECIPE --flags` would."""
-    return parse_config(dataclass_types, [str(resolve_recipe(recipe)), *_flags(**overrides)])
+    """Parse a recipe (bundled name or file) with the demo's typed `overrides` over its values (None: keep the
+    recipe's), checked together as `distilnlp <command> RECIPE --flags` would check them."""
+    return parse_config(dataclass_types, [str(resolve_recipe(recipe))], overrides=overrides)
 
 
 def args_layers(distill_args: DistillArguments) -> str:

@@ -27,19 +27,20 @@ from ..frontier import choose_model, markdown_table, pareto_front, plot_frontier
 from ..onnx import ExportArguments, ParityError
 from ..training_args import DistillationTrainingArguments, StageTrainingArguments
 from .arguments import DistillArguments, FinetuneArguments
-from .config import parse_config
 
 logger = logging.getLogger(__name__)
 
 SWEEP_JSON, SWEEP_MARKDOWN, SWEEP_PLOT = "sweep.json", "sweep.md", "sweep.png"
 
 
-def parse_depths(text: str | int | None) -> list[int]:
-    """'1,2,3' -> [1, 2, 3] (sorted, unique, each >= 1)."""
-    if text is None or str(text).strip() == "":
+def parse_depths(value: str | int | list | None) -> list[int]:
+    """'1,2,3', 2, [3, 1] or ['1,2', '3'] -> [1, 2, 3] (sorted, unique, each >= 1)."""
+    items = value if isinstance(value, (list, tuple)) else [] if value is None else [value]
+    text = ",".join(str(item).strip() for item in items)
+    if text == "":
         raise ValueError("sweep needs --student_layers, e.g. --student_layers 1,2,3.")
     try:
-        depths = sorted({int(part) for part in str(text).split(",")})
+        depths = sorted({int(part) for part in text.split(",")})
     except ValueError:
         raise ValueError(f"student_layers={text!r}: give comma-separated depths such as 1,2,3.") from None
     if depths[0] < 1:
@@ -49,22 +50,24 @@ def parse_depths(text: str | int | None) -> list[int]:
 
 @dataclass
 class SweepDistillArguments(DistillArguments):
-    """`DistillArguments` whose `student_layers` is a list of depths ('1,2,3'); one `DistillArguments` per depth
-    is made with `for_depth`."""
+    """`DistillArguments` whose `student_layers` is the list of depths to sweep; one `DistillArguments` per
+    depth is made with `for_depth`."""
 
-    student_layers: str | None = field(  # type: ignore[assignment]
-        default=None, metadata={"help": "Comma-separated student depths to sweep, e.g. 1,2,3."}
+    student_layers: list[int] | None = field(  # type: ignore[assignment]
+        default=None,
+        metadata={"help": "Student depths to sweep, comma-separated (1,2,3) or space-separated (1 2 3)."},
     )
 
     def __post_init__(self):
-        self.depths = parse_depths(self.student_layers)
-        layers, self.student_layers = self.student_layers, None  # the parent checks an int depth
+        depths = parse_depths(self.student_layers)  # also the text of a recipe or of `--student_layers 1,2`
+        self.student_layers = None  # the parent checks one int depth
         super().__post_init__()
-        self.student_layers = layers
+        self.student_layers = depths
 
-    def for_depth(self, depth: int) -> DistillArguments:
+    def for_depth(self, depth: int, **changes) -> DistillArguments:
+        """The `DistillArguments` of one student: this depth, and `changes` (e.g. another teacher)."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(DistillArguments) if f.init}
-        return DistillArguments(**(values | {"student_layers": depth}))
+        return DistillArguments(**(values | {"student_layers": depth} | changes))
 
 
 @dataclass
@@ -146,19 +149,27 @@ SWEEP_TYPES = (SweepDistillArguments, DataArguments, DistillationTrainingArgumen
 
 
 def variant_config(
-    argv: list[str], output_dir: Path, depth: int, qat_from: Path | None, teacher: str | None, sweep_args
+    config: tuple, output_dir: Path, depth: int, qat_from: Path | None, teacher: str | None
 ) -> tuple:
-    """(DistillArguments, DataArguments, DistillationTrainingArguments) of one student, parsed from the sweep's
-    own command line with the variant's settings appended (argparse: the last flag wins), exactly as
-    `distilnlp distill RECIPE --flags` would parse them. `qat_from`: the distilled fp32 student that the
+    """(DistillArguments, DataArguments, DistillationTrainingArguments) of one student: copies of the sweep's
+    parsed `config` with the variant's settings. `qat_from`: the distilled fp32 student that the
     quantization-aware one starts from (None: the fp32 student itself)."""
-    extra = ["--output_dir", str(output_dir), "--quantization_aware", str(qat_from is not None).lower()]
-    extra += ["--teacher", teacher] if teacher else []
+    distill_args, data_args, args, sweep_args = config
+    distill_changes = {"teacher": teacher} if teacher else {}
+    training_changes = {"output_dir": str(output_dir), "quantization_aware": qat_from is not None}
     if qat_from is not None:
-        extra += ["--student", str(qat_from), "--num_train_epochs", str(sweep_args.quantization_aware_epochs)]
-        extra += ["--learning_rate", str(sweep_args.quantization_aware_learning_rate)]
-    distill_args, data_args, args, _ = parse_config(SWEEP_TYPES, [*argv, *extra])
-    return distill_args.for_depth(depth), data_args, args
+        distill_changes["student"] = str(qat_from)
+        training_changes |= {
+            "num_train_epochs": sweep_args.quantization_aware_epochs,
+            "learning_rate": sweep_args.quantization_aware_learning_rate,
+        }
+    # `replace` re-runs __post_init__ on already converted values, so derivations there must be idempotent
+    # (tests/test_sweep.py compares every field of each copy with a fresh parse of the old flag strings).
+    return (
+        distill_args.for_depth(depth, **distill_changes),
+        data_args,
+        dataclasses.replace(args, **training_changes),
+    )
 
 
 def _progress(message: str) -> None:
@@ -182,9 +193,7 @@ def _finetune_teacher(sweep_args: SweepArguments, data_args: DataArguments, out:
     return str(teacher_dir)
 
 
-def _distill_and_export(
-    argv, sweep_args, depth: int, qat: bool, teacher: str | None, out: Path, notes
-) -> Path:
+def _distill_and_export(config: tuple, depth: int, qat: bool, teacher: str | None, out: Path, notes) -> Path:
     """Distill one student (reused when finished) and export it (reused unless the student was just trained);
     returns the export folder, or None when the export failed its parity gate (recorded in `notes`)."""
     from .deploy import export_with_task_data
@@ -196,7 +205,8 @@ def _distill_and_export(
         out / f"layers-{depth}" / f"onnx{suffix}",
     )
     qat_from = out / f"layers-{depth}" / "student" if qat else None
-    distill_args, data_args, args = variant_config(argv, student_dir, depth, qat_from, teacher, sweep_args)
+    sweep_args = config[3]
+    distill_args, data_args, args = variant_config(config, student_dir, depth, qat_from, teacher)
     kind = "quantization-aware " if qat else ""
     trained = not (student_dir / DISTILL_RESULTS_FILE).is_file()
     _progress(
@@ -229,13 +239,18 @@ def _distill_and_export(
     return onnx_dir
 
 
-def sweep(argv: list[str]) -> dict:
-    """Run the sweep described by `argv` (`RECIPE --student_layers 1,2,3 [--flags]`); returns the sweep.json."""
+def sweep(
+    distill_args: SweepDistillArguments,
+    data_args: DataArguments,
+    args: DistillationTrainingArguments,
+    sweep_args: SweepArguments,
+) -> dict:
+    """Run the sweep of the parsed `SWEEP_TYPES` (`parse_config(SWEEP_TYPES, argv)`); returns the sweep.json."""
     from .deploy import _texts_and_labels, checked_onnx_stage, load_tokenizer
 
-    distill_args, data_args, args, sweep_args = parse_config(SWEEP_TYPES, argv)
+    config = (distill_args, data_args, args, sweep_args)
     out = Path(args.output_dir)
-    depths = distill_args.depths
+    depths = distill_args.student_layers
     _progress(
         f"depths {depths}, variants fp32 / int8 PTQ{' / int8 QAT' if sweep_args.with_quantization_aware else ''}"
     )
@@ -246,11 +261,11 @@ def sweep(argv: list[str]) -> dict:
     notes: list[str] = []
     exports: list[tuple[int, str, Path, str]] = []  # (depth, variant, folder, file)
     for depth in depths:
-        onnx_dir = _distill_and_export(argv, sweep_args, depth, False, fine_tuned, out, notes)
+        onnx_dir = _distill_and_export(config, depth, False, fine_tuned, out, notes)
         if onnx_dir is not None:
             exports += [(depth, "fp32", onnx_dir, ONNX_FILE), (depth, "int8 PTQ", onnx_dir, QUANTIZED_FILE)]
         if sweep_args.with_quantization_aware:
-            qat_dir = _distill_and_export(argv, sweep_args, depth, True, fine_tuned, out, notes)
+            qat_dir = _distill_and_export(config, depth, True, fine_tuned, out, notes)
             if qat_dir is not None:
                 exports.append((depth, "int8 QAT", qat_dir, QUANTIZED_FILE))
 
