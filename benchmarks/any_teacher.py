@@ -47,6 +47,7 @@ from distilnlp import (
     TeacherInputsCollator,
     create_student,
 )
+from distilnlp.benchmark.metrics import compute_classification_metrics
 from distilnlp.commands.stages import (
     FinetuneArguments,
     evaluate_on,
@@ -55,7 +56,6 @@ from distilnlp.commands.stages import (
     resolve_model_path,
 )
 from distilnlp.data import DataArguments, load_bbc_news, load_task_data, read_soft_labels, tokenize_task_data
-from distilnlp.metrics import compute_classification_metrics
 from distilnlp.teacher_cache import build_soft_label_cache
 
 HERE = Path(__file__).parent

@@ -17,11 +17,11 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
 from distilnlp import DistillationTrainer, create_student
+from distilnlp.benchmark.metrics import compute_classification_metrics
 from distilnlp.commands.demo import DemoArguments, stage_training_args
 from distilnlp.commands.stages import evaluate_on, prepare_data
 from distilnlp.data import DataArguments
-from distilnlp.metrics import compute_classification_metrics
-from distilnlp.training_args import DistillationTrainingArguments
+from distilnlp.distill.arguments import DistillationTrainingArguments
 
 SETUPS = {
     "fine-tune (hard labels only)": None,

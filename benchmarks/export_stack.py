@@ -31,10 +31,10 @@ import torch
 from int8_peak import PEAK_SHAPES, matmul_peak, time_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distilnlp.artifacts import EXPORT_SUMMARY_FILE, QUANTIZED_FILE, package_versions
+from distilnlp.benchmark.macs import matmul_macs
 from distilnlp.data import DataArguments, load_task_data
 from distilnlp.onnx import OnnxClassifier
-from distilnlp.onnx.macs import matmul_macs
+from distilnlp.runs.artifacts import EXPORT_SUMMARY_FILE, QUANTIZED_FILE, package_versions
 
 
 def export(python: str, cwd: Path, student: Path, output: Path) -> float:

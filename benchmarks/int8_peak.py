@@ -5,11 +5,11 @@
    int8 GOPS = 2 M N K / best time, and the peak is the best shape's. An fp32 `MatMul` on the same shapes is
    timed too, for scale.
 2. Work: the student's multiply-accumulates at (batch, sequence_length), counted from the int8 ONNX graph's
-   matmul-like nodes with the shapes ONNX Runtime computes (`distilnlp.onnx.macs.matmul_macs`: projections,
+   matmul-like nodes with the shapes ONNX Runtime computes (`distilnlp.benchmark.macs.matmul_macs`: projections,
    feed-forward, attention's Q K^T and P V, pooler, classifier), checked against the analytic count from the
    config (`bert_macs`) when the model is BERT-like.
 3. Achieved: p50 time of the int8 graph at batch 1 and batch 32 (synthetic ids, all positions real) with
-   `distilnlp.benchmark`'s timer; achieved GOPS = 2 x MACs / p50, fraction = achieved / peak.
+   `distilnlp.benchmark.stages`'s timer; achieved GOPS = 2 x MACs / p50, fraction = achieved / peak.
 4. Knobs: intra-op threads (1 vs all), graph optimization level (disable / basic / extended / all), and the int8
    graph the export did not choose: unfused (standard ops + MatMulInteger) when the export's is fused
    (QAttention: the default since the export tries ONNX Runtime's transformer fusions first), else the one
@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from distilnlp.artifacts import ONNX_FILE, QUANTIZED_FILE, package_versions
-from distilnlp.benchmark import _timings
-from distilnlp.onnx.macs import bert_macs, matmul_macs, synthetic_inputs
+from distilnlp.benchmark.macs import bert_macs, matmul_macs, synthetic_inputs
+from distilnlp.benchmark.stages import _timings
+from distilnlp.runs.artifacts import ONNX_FILE, QUANTIZED_FILE, package_versions
 
 PEAK_SHAPES = [(256, 1024, 1024), (512, 1024, 1024), (1024, 1024, 1024), (512, 2048, 2048), (2048, 512, 2048)]
 QUICK_SHAPES = [(64, 128, 128), (128, 256, 256)]
@@ -49,7 +49,7 @@ LEVELS = {
 
 
 def session_options(threads: int, level: str = "all", spinning: bool = True) -> ort.SessionOptions:
-    """The model benchmark's settings (`distilnlp.benchmark.onnx_stage`): `threads` intra-op, one inter-op.
+    """The model benchmark's settings (`distilnlp.benchmark.stages.onnx_stage`): `threads` intra-op, one inter-op.
 
     `spinning=False` stops idle pool threads from spin-waiting: on a machine whose cores are shared, a
     spinning thread that is descheduled stalls every parallel section.

@@ -32,8 +32,7 @@ import statistics
 import time
 from pathlib import Path
 
-from distilnlp.artifacts import QUANTIZED_FILE
-from distilnlp.benchmark import BenchmarkArguments, run_benchmark
+from distilnlp.benchmark.stages import BenchmarkArguments, run_benchmark
 from distilnlp.commands.config import parse_config
 from distilnlp.commands.deploy import (
     _texts_and_labels,
@@ -44,6 +43,7 @@ from distilnlp.commands.deploy import (
 from distilnlp.commands.stages import distill
 from distilnlp.commands.sweep import SWEEP_JSON, SWEEP_MARKDOWN, SWEEP_PLOT, SWEEP_TYPES, sweep
 from distilnlp.onnx import ExportArguments, ParityError
+from distilnlp.runs.artifacts import QUANTIZED_FILE
 
 RECIPE = "recipes/distill_bbc_news_sentences_transfer.yaml"
 FINETUNE_RECIPE = "recipes/finetune_bbc_news_sentences.yaml"

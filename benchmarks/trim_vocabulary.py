@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer
 
-from distilnlp.artifacts import package_versions
 from distilnlp.data import DataArguments, load_task_data
 from distilnlp.onnx import ExportArguments, ExportTexts, export_model
-from distilnlp.vocabulary import trim_vocabulary
+from distilnlp.onnx.vocabulary import trim_vocabulary
+from distilnlp.runs.artifacts import package_versions
 
 
 def int8_logits(

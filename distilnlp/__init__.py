@@ -1,8 +1,9 @@
 """distilnlp: distill fine-tuned BERT-class teachers into small students and ship them as int8 ONNX."""
 
 from .data.teacher_inputs import TeacherInputsCollator
-from .layers import LayerMapping
-from .losses import (
+from .distill.arguments import DistillationTrainingArguments
+from .distill.layers import LayerMapping
+from .distill.losses import (
     attention_kl_loss,
     attention_mse_loss,
     hidden_cosine_loss,
@@ -10,9 +11,8 @@ from .losses import (
     logit_kl_loss,
     relation_kl_loss,
 )
-from .student import create_random_student, create_student
-from .trainer import DistillationTrainer, NonFiniteLossError
-from .training_args import DistillationTrainingArguments
+from .distill.student import create_random_student, create_student
+from .distill.trainer import DistillationTrainer, NonFiniteLossError
 
 __version__ = "0.1.0"
 

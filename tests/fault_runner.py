@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from distilnlp.commands.cli import main
-from distilnlp.trainer import DistillationTrainer
+from distilnlp.distill.trainer import DistillationTrainer
 
 block_step, ready = int(sys.argv[1]), Path(sys.argv[2])
 save_rest = DistillationTrainer._save_optimizer_and_scheduler

@@ -12,7 +12,7 @@ from tiny import (
 )
 
 from distilnlp import DistillationTrainer
-from distilnlp.augment import Augmenter, augment_batch, augment_window, row_seed
+from distilnlp.distill.augment import Augmenter, augment_batch, augment_window, row_seed
 
 SPECIAL = frozenset({0, 1, 2, 3, 4})  # tiny_tokenizer: [PAD] [UNK] [CLS] [SEP] [MASK]; token_dataset: 1 ... 2
 

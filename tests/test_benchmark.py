@@ -16,7 +16,8 @@ from transformers import (
     HfArgumentParser,
 )
 
-from distilnlp.benchmark import (
+from distilnlp.benchmark.metrics import classification_scores
+from distilnlp.benchmark.stages import (
     METRIC_KEYS,
     BenchmarkArguments,
     Stage,
@@ -25,7 +26,6 @@ from distilnlp.benchmark import (
     run_benchmark,
     torch_stage,
 )
-from distilnlp.metrics import classification_scores
 
 WORDS = EXPORT_WORDS
 TEXTS = [" ".join(WORDS[(11 * i + 17 * j) % len(WORDS)] for j in range(4 + i % 30)) for i in range(24)]

@@ -14,7 +14,7 @@ from distilnlp.commands.cli import main
 from distilnlp.commands.config import parse_config
 from distilnlp.commands.stages import DistillArguments, FinetuneArguments
 from distilnlp.data import DataArguments
-from distilnlp.training_args import DistillationTrainingArguments, StageTrainingArguments
+from distilnlp.distill.arguments import DistillationTrainingArguments, StageTrainingArguments
 
 RECIPES = Path(__file__).parent.parent / "recipes"
 DISTILL_TYPES = (DistillArguments, DataArguments, DistillationTrainingArguments)

@@ -15,7 +15,7 @@ from transformers import BertForSequenceClassification, BertForTokenClassificati
 
 from distilnlp import DistillationTrainer, TeacherInputsCollator
 from distilnlp.commands.cli import main
-from distilnlp.losses import soft_target_loss_for
+from distilnlp.distill.losses import soft_target_loss_for
 from distilnlp.teacher_cache import METADATA_FILE, StaleTeacherCacheError
 from distilnlp.teacher_cache.fingerprint import tokenizer_fingerprint
 

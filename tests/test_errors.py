@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from tiny import save_tiny_model, write_topic_csv
 
 from distilnlp.commands.cli import disk_full, main
-from distilnlp.trainer import DistillationTrainer
+from distilnlp.distill.trainer import DistillationTrainer
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_recipe_values_that_fit_their_fields_still_parse(tmp_path):
     from distilnlp.commands.search import SearchArguments
     from distilnlp.commands.stages import DistillArguments
     from distilnlp.data import DataArguments
-    from distilnlp.training_args import DistillationTrainingArguments
+    from distilnlp.distill.arguments import DistillationTrainingArguments
 
     path = tmp_path / "recipe.yaml"
     path.write_text(

@@ -10,8 +10,8 @@ import torch
 from test_student import CASES, _teacher
 from tiny import export
 
+from distilnlp.distill.student import create_student
 from distilnlp.onnx import OnnxClassifier
-from distilnlp.student import create_student
 
 UNFUSED = {"deberta-v2"}  # relative attention: ORT's BERT rules find no Attention subgraph
 

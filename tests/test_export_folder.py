@@ -20,8 +20,8 @@ from tiny import EXPORT_WORDS, save_wordpiece_model
 from tiny import export as export_with
 from transformers import AutoTokenizer
 
-from distilnlp.artifacts import EXPORT_SUMMARY_FILE, ONNX_FILE, OPTIMIZED_FILE, QUANTIZED_FILE
 from distilnlp.onnx import ParityError, atomic, check_parity
+from distilnlp.runs.artifacts import EXPORT_SUMMARY_FILE, ONNX_FILE, OPTIMIZED_FILE, QUANTIZED_FILE
 
 pytestmark = pytest.mark.onnx
 

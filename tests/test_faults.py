@@ -16,12 +16,12 @@ import pytest
 from safetensors.torch import load_file
 from tiny import save_tiny_model, write_topic_csv
 
-from distilnlp.artifacts import EXPORT_SUMMARY_FILE, QUANTIZED_FILE, RUN_LOCK_FILE
 from distilnlp.commands.cli import main
 from distilnlp.data import DataArguments
-from distilnlp.run_lock import OutputDirLockedError, acquire, output_dir_lock
+from distilnlp.distill.trainer import DistillationTrainer
+from distilnlp.runs.artifacts import EXPORT_SUMMARY_FILE, QUANTIZED_FILE, RUN_LOCK_FILE
+from distilnlp.runs.lock import OutputDirLockedError, acquire, output_dir_lock
 from distilnlp.teacher_cache import CorruptTeacherCacheError, TeacherCache
-from distilnlp.trainer import DistillationTrainer
 
 HERE = Path(__file__).parent
 
@@ -180,7 +180,7 @@ def test_lock_is_taken_by_the_main_process_only_and_stale_locks_are_taken_over(t
 def test_flipped_bytes_anywhere_in_the_cache_are_caught_before_arrow_reads_them(task, tmp_path):
     from distilnlp.commands.cache_teacher import cache_teacher
     from distilnlp.commands.stages import DistillArguments
-    from distilnlp.training_args import DistillationTrainingArguments
+    from distilnlp.distill.arguments import DistillationTrainingArguments
 
     teacher, data = task
     args = DistillationTrainingArguments(

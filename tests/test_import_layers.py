@@ -45,9 +45,9 @@ def test_an_upward_import_inside_a_function_breaks_the_contract(tmp_path):
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     task = tmp_path / "distilnlp" / "data" / "task.py"
     task.write_text(
-        task.read_text() + "\n\ndef _upward():\n    from ..trainer import DistillationTrainer\n\n"
+        task.read_text() + "\n\ndef _upward():\n    from ..distill.trainer import DistillationTrainer\n\n"
         "    return DistillationTrainer\n"
     )
     result = lint_imports(tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "distilnlp.data is not allowed to import distilnlp.trainer" in result.stdout
+    assert "distilnlp.data is not allowed to import distilnlp.distill.trainer" in result.stdout

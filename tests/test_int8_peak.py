@@ -1,4 +1,4 @@
-"""MAC counting of an exported encoder (`distilnlp.onnx.macs`) and `benchmarks/int8_peak.py` on a tiny model."""
+"""MAC counting of an exported encoder (`distilnlp.benchmark.macs`) and `benchmarks/int8_peak.py` on a tiny model."""
 
 import importlib.util
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 from tiny import bert_config, export, save_wordpiece_model
 from transformers import BertConfig
 
-from distilnlp.onnx.macs import bert_macs, matmul_macs, matmul_node_macs
+from distilnlp.benchmark.macs import bert_macs, matmul_macs, matmul_node_macs
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "int8_peak.py"
 

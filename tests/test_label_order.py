@@ -11,7 +11,7 @@ from tiny import pad_collate, save_tiny_model, tiny_tokenizer, token_dataset, wr
 from transformers import BertForSequenceClassification
 
 from distilnlp.commands.cli import main
-from distilnlp.teachers import label_permutation
+from distilnlp.distill.teachers import label_permutation
 
 NAMES = ["alpha", "beta", "gamma"]
 PERMUTED = [2, 0, 1]  # the permuted teacher's class j is the aligned teacher's class PERMUTED[j]

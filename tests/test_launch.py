@@ -78,7 +78,7 @@ def test_distill_recipe_runs_unchanged_under_accelerate_launch_on_two_processes(
 @pytest.mark.slow
 def test_python_api_script_exits_cleanly_under_accelerate_launch_ten_times_in_a_row(tmp_path):
     """The README's Python pattern, 1 step, 2 gloo processes, 10 launches: every one exits 0 (it used to end
-    with "terminate called without an active exception" in 2 of 8; see `distilnlp.distributed`)."""
+    with "terminate called without an active exception" in 2 of 8; see `distilnlp.runs.distributed`)."""
     here = Path(__file__).parent
     env = {
         **os.environ,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from distilnlp.losses import (
+from distilnlp.distill.losses import (
     ATTENTION_LOSSES,
     HIDDEN_LOSSES,
     LossRegistry,

@@ -81,3 +81,16 @@ def test_ci_runs_exactly_the_readme_test_command():
     ]
     assert len(readme_commands) == 2
     assert readme_commands[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_layout_lists_every_package_once():
+    """The README's layout section names each package of the tree on a line of its own, and no other."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("## Layout") :].split("```")[1]
+    listed = [line.split()[0] for line in block.splitlines() if line.startswith("  ")]
+    on_disk = {
+        str(init.parent.relative_to(ROOT / "distilnlp")) + "/"
+        for init in (ROOT / "distilnlp").rglob("__init__.py")
+        if init.parent != ROOT / "distilnlp"
+    }
+    assert sorted(listed) == sorted(on_disk)

@@ -15,8 +15,7 @@ from tiny import EXPORT_WORDS, export, quick_distillation_args, save_wordpiece_m
 from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding
 
 from distilnlp import DistillationTrainer
-from distilnlp.onnx.quantize import PRESETS
-from distilnlp.quantization_aware import (
+from distilnlp.int8.quantization_aware import (
     WEIGHT_GRIDS,
     FakeQuantLinear,
     fake_quant_activation,
@@ -25,6 +24,7 @@ from distilnlp.quantization_aware import (
     fake_quantized_logits,
     ort_quantizer_settings,
 )
+from distilnlp.onnx.quantize import PRESETS
 
 TEXTS = [
     " ".join(EXPORT_WORDS[(7 * i + 13 * j) % len(EXPORT_WORDS)] for j in range(3 + i % 20)) for i in range(48)

@@ -19,8 +19,8 @@ from transformers import (
 )
 
 from distilnlp import DistillationTrainer
-from distilnlp.losses import logit_kl_loss, relation_kl_loss
-from distilnlp.model_card import render_model_card
+from distilnlp.distill.losses import logit_kl_loss, relation_kl_loss
+from distilnlp.distill.model_card import render_model_card
 
 
 def loop_relation_kl(student, teacher, lengths, heads):
@@ -232,7 +232,7 @@ def test_an_architecture_without_query_key_value_layers_gets_a_clear_error(tmp_p
 def test_query_key_value_layers_are_found_in_every_supported_architecture(name):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from distilnlp.relations import find_qkv_modules
+    from distilnlp.distill.relations import find_qkv_modules
 
     sizes = dict(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32)
     if name == "distilbert":

@@ -9,9 +9,8 @@ from tiny import save_tiny_model, write_topic_csv
 from transformers import TrainingArguments
 
 from distilnlp import DistillationTrainingArguments
-from distilnlp.checkpoints import CHANGEABLE_ON_RESUME, settings_changes
 from distilnlp.commands.cli import main
-from distilnlp.training_args import (
+from distilnlp.distill.arguments import (
     _SCHEDULED,
     NOT_SETTINGS,
     LossSettings,
@@ -19,6 +18,7 @@ from distilnlp.training_args import (
     distillation_fields,
     run_settings,
 )
+from distilnlp.runs.checkpoints import CHANGEABLE_ON_RESUME, settings_changes
 
 SETTINGS = distillation_fields(DistillationTrainingArguments)
 _SCHEDULE_ENDS = {"temperature": 1.0, "alpha": 0.1}  # the weights end at 1.0

@@ -15,7 +15,7 @@ from transformers import DataCollatorWithPadding
 from distilnlp import DistillationTrainer
 from distilnlp.commands.cli import main
 from distilnlp.data import SoftLabelError, read_soft_labels
-from distilnlp.losses import logit_kl_loss
+from distilnlp.distill.losses import logit_kl_loss
 from distilnlp.teacher_cache import LOGITS, build_soft_label_cache, build_teacher_cache
 
 NAMES = ["alpha", "beta", "gamma"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers as tf
 
-from distilnlp.student import (
+from distilnlp.distill.student import (
     SUPPORTED_ARCHITECTURES,
     create_random_student,
     create_student,

@@ -12,10 +12,10 @@ from tiny import save_tiny_model, write_topic_csv
 import distilnlp.commands.cli as cli
 import distilnlp.commands.config as config
 import distilnlp.commands.sweep as sweep_module
+from distilnlp.benchmark.frontier import choose_model, pareto_front
 from distilnlp.commands.cli import main
 from distilnlp.commands.config import parse_config
 from distilnlp.commands.sweep import SWEEP_TYPES, parse_depths, variant_config
-from distilnlp.frontier import choose_model, pareto_front
 
 
 def point(name, accuracy, latency, size, candidate=True):

@@ -11,7 +11,7 @@ from tiny import quick_distillation_args, tiny_pair, tiny_tokenizer, token_datas
 from transformers import DataCollatorWithPadding
 
 from distilnlp import DistillationTrainer
-from distilnlp.losses import logit_kl_loss
+from distilnlp.distill.losses import logit_kl_loss
 from distilnlp.onnx import export_teacher
 from distilnlp.teacher_cache import (
     LOGITS,

@@ -8,8 +8,9 @@ from tiny import bert_config, pad_collate, quick_distillation_args, tiny_pair, t
 from transformers import BertForSequenceClassification
 
 from distilnlp import DistillationTrainer
-from distilnlp.layers import pair_key
-from distilnlp.losses import hidden_mse_loss
+from distilnlp.distill.layers import pair_key
+from distilnlp.distill.losses import hidden_mse_loss
+from distilnlp.distill.teachers import mix_teacher_logits
 from distilnlp.teacher_cache import (
     StaleTeacherCacheError,
     TeacherCache,
@@ -17,7 +18,6 @@ from distilnlp.teacher_cache import (
     build_teacher_cache,
 )
 from distilnlp.teacher_cache.fingerprint import teachers_fingerprint, weights_fingerprint
-from distilnlp.teachers import mix_teacher_logits
 
 
 def teachers_and_student(count=3, seed=0):

@@ -16,8 +16,8 @@ from tiny import (
 from transformers import BertForSequenceClassification, TrainingArguments
 
 from distilnlp import DistillationTrainer, NonFiniteLossError
-from distilnlp.layers import PROJECTIONS_FILE, pair_key
-from distilnlp.losses import (
+from distilnlp.distill.layers import PROJECTIONS_FILE, pair_key
+from distilnlp.distill.losses import (
     attention_kl_loss,
     hidden_mse_loss,
     logit_binary_kl_loss,

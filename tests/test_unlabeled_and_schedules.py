@@ -12,8 +12,8 @@ from tiny import pad_collate, quick_distillation_args, tiny_pair, token_dataset,
 
 from distilnlp import DistillationTrainer
 from distilnlp.data import UNLABELED, DataArguments, label_names, labeled_subset, load_task_data
-from distilnlp.losses import logit_kl_loss
-from distilnlp.schedules import schedule_value
+from distilnlp.distill.losses import logit_kl_loss
+from distilnlp.distill.schedules import schedule_value
 
 
 @pytest.fixture(autouse=True)

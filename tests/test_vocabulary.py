@@ -11,7 +11,7 @@ import torch
 from tiny import export, save_wordpiece_model
 from transformers import AutoTokenizer, BertForSequenceClassification
 
-from distilnlp.vocabulary import trim_vocabulary
+from distilnlp.onnx.vocabulary import trim_vocabulary
 
 SUBWORDS = ["un", "re", "##believ", "##able", "##do", "##ing", "##s"]
 TEXTS = [

@@ -10,14 +10,14 @@ from pathlib import Path
 from datasets import DatasetDict
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from ..artifacts import SOFT_LABEL_CACHE_DIR
-from ..checkpoints import ResumePlan, RunSettingsCallback
 from ..data import DataArguments, read_soft_labels
 from ..data.task import check_max_length
 from ..data.teacher_inputs import TeacherInputsCollator
+from ..distill.arguments import DistillationTrainingArguments
+from ..runs.artifacts import SOFT_LABEL_CACHE_DIR
+from ..runs.checkpoints import ResumePlan, RunSettingsCallback
 from ..teacher_cache import build_soft_label_cache
 from ..teacher_cache.fingerprint import tokenizer_fingerprint, tokenizers_differ
-from ..training_args import DistillationTrainingArguments
 from .arguments import DistillArguments, resolve_model_path
 from .steps import (
     data_record,

@@ -14,10 +14,10 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from ..data import DataArguments
-from ..model_files import load_model_folder
+from ..distill.arguments import DistillationTrainingArguments
 from ..onnx import export_teacher
+from ..runs.model_files import load_model_folder
 from ..teacher_cache import METADATA_FILE, TeacherCache, TeacherCacheError, build_teacher_cache
-from ..training_args import DistillationTrainingArguments
 from .stages import DistillArguments, prepare_data
 
 logger = logging.getLogger(__name__)

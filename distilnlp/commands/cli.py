@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from transformers import TrainingArguments
 
 from ..data import DataArguments
-from ..training_args import DistillationTrainingArguments, StageTrainingArguments
+from ..distill.arguments import DistillationTrainingArguments, StageTrainingArguments
 from .config import explicit_values, parse_config
 
 USAGE = """usage: distilnlp <command> [recipe.yaml] [--flag value ...]
@@ -194,7 +194,7 @@ def _export(argv: list[str]) -> int:
 
 
 def _benchmark(argv: list[str]) -> int:
-    from ..benchmark import BenchmarkArguments
+    from ..benchmark.stages import BenchmarkArguments
     from .deploy import BenchmarkModels, benchmark_models
 
     models, data_args, bench_args = parse(

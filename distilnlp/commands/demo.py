@@ -12,11 +12,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..artifacts import DISTILL_RESULTS_FILE, EXPORT_SUMMARY_FILE, FINETUNE_RESULTS_FILE, QUANTIZED_FILE
-from ..benchmark import BenchmarkArguments
+from ..benchmark.stages import BenchmarkArguments
 from ..data import DataArguments
+from ..distill.arguments import DistillationTrainingArguments, StageTrainingArguments
 from ..onnx import ExportArguments, ParityError
-from ..training_args import DistillationTrainingArguments, StageTrainingArguments
+from ..runs.artifacts import DISTILL_RESULTS_FILE, EXPORT_SUMMARY_FILE, FINETUNE_RESULTS_FILE, QUANTIZED_FILE
 from .config import parse_config
 from .deploy import BenchmarkModels, benchmark_models, export_with_task_data
 from .recipes import resolve_recipe

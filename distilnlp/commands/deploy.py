@@ -11,7 +11,12 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer
 
-from ..artifacts import (
+from ..benchmark.stages import BenchmarkArguments, onnx_stage, run_benchmark, torch_stage
+from ..data import DataArguments, label_names, load_task_data
+from ..data.sources import BBC_NEWS
+from ..onnx import ExportArguments, ExportResult, ExportTexts, export_model
+from ..onnx.atomic import check_model_folder, check_target, sequence_limit
+from ..runs.artifacts import (
     DISTILL_RESULTS_FILE,
     EXPORT_SUMMARY_FILE,
     FINETUNE_RESULTS_FILE,
@@ -21,11 +26,6 @@ from ..artifacts import (
     TOKENIZER_FILES,
     has_tokenizer,
 )
-from ..benchmark import BenchmarkArguments, onnx_stage, run_benchmark, torch_stage
-from ..data import DataArguments, label_names, load_task_data
-from ..data.sources import BBC_NEWS
-from ..onnx import ExportArguments, ExportResult, ExportTexts, export_model
-from ..onnx.atomic import check_model_folder, check_target, sequence_limit
 
 logger = logging.getLogger(__name__)
 

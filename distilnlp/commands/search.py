@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 from transformers import DataCollatorWithPadding
 
+from ..benchmark.metrics import compute_classification_metrics
 from ..data import DataArguments
-from ..metrics import compute_classification_metrics
-from ..trainer import DistillationTrainer
-from ..training_args import DistillationTrainingArguments
+from ..distill.arguments import DistillationTrainingArguments
+from ..distill.trainer import DistillationTrainer
 from .stages import DistillArguments, build_student, load_teacher_and_data, write_json
 
 logger = logging.getLogger(__name__)

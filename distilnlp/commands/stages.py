@@ -14,15 +14,15 @@ from transformers import (
     set_seed,
 )
 
-from ..artifacts import DISTILL_RESULTS_FILE, FINETUNE_RESULTS_FILE
-from ..checkpoints import ResumePlan, RunSettingsCallback, plan_resume
 from ..data import DataArguments, labeled_subset
-from ..model_files import load_model_folder
-from ..run_lock import output_dir_lock
-from ..student import create_random_student, create_student, relabel_student
+from ..distill.arguments import DistillationTrainingArguments, run_settings
+from ..distill.student import create_random_student, create_student, relabel_student
+from ..distill.teachers import as_teacher_list, feature_teacher_of, label_names_of, label_permutation
+from ..runs.artifacts import DISTILL_RESULTS_FILE, FINETUNE_RESULTS_FILE
+from ..runs.checkpoints import ResumePlan, RunSettingsCallback, plan_resume
+from ..runs.lock import output_dir_lock
+from ..runs.model_files import load_model_folder
 from ..teacher_cache.fingerprint import tokenizer_fingerprint
-from ..teachers import as_teacher_list, feature_teacher_of, label_names_of, label_permutation
-from ..training_args import DistillationTrainingArguments, run_settings
 from .any_teacher import distill_from_soft_labels, student_data
 from .arguments import DistillArguments, FinetuneArguments, resolve_model_path
 from .steps import (

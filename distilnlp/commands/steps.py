@@ -16,8 +16,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from ..artifacts import DISTILL_RESULTS_FILE
-from ..checkpoints import ResumePlan
+from ..benchmark.metrics import compute_classification_metrics
 from ..data import (
     DataArguments,
     add_transfer_rows,
@@ -27,9 +26,10 @@ from ..data import (
     tokenize_task_data,
     tokenize_transfer,
 )
-from ..metrics import compute_classification_metrics
-from ..model_files import load_model_folder
-from ..trainer import DistillationTrainer
+from ..distill.trainer import DistillationTrainer
+from ..runs.artifacts import DISTILL_RESULTS_FILE
+from ..runs.checkpoints import ResumePlan
+from ..runs.model_files import load_model_folder
 from .arguments import DistillArguments, resolve_model_path
 
 TEXT_SPLITS = ("train", "validation")  # the splits that keep their text with `keep_text`

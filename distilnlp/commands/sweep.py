@@ -20,12 +20,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..artifacts import DISTILL_RESULTS_FILE, EXPORT_SUMMARY_FILE, ONNX_FILE, QUANTIZED_FILE
-from ..benchmark import BenchmarkArguments, run_benchmark, torch_stage
+from ..benchmark.frontier import choose_model, markdown_table, pareto_front, plot_frontier
+from ..benchmark.stages import BenchmarkArguments, run_benchmark, torch_stage
 from ..data import DataArguments
-from ..frontier import choose_model, markdown_table, pareto_front, plot_frontier
+from ..distill.arguments import DistillationTrainingArguments, StageTrainingArguments
 from ..onnx import ExportArguments, ParityError
-from ..training_args import DistillationTrainingArguments, StageTrainingArguments
+from ..runs.artifacts import DISTILL_RESULTS_FILE, EXPORT_SUMMARY_FILE, ONNX_FILE, QUANTIZED_FILE
 from .arguments import DistillArguments, FinetuneArguments
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..presets import PRESETS, default_preset
+from ..int8.presets import PRESETS, default_preset
 
 OPTIMIZATION_LEVELS = (0, 1, 2)
 QUANTIZATION_MODES = ("none", "dynamic", "static")

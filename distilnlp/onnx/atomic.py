@@ -22,7 +22,7 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
-from ..artifacts import (
+from ..runs.artifacts import (
     EXPORT_STAGING_PREFIX,
     EXPORT_SUMMARY_FILE,
     ORT_CONFIG_FILE,

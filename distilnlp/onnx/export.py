@@ -31,7 +31,8 @@ from pathlib import Path
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..artifacts import (
+from ..int8.quantization_aware import fake_quantized_logits, is_quantization_aware
+from ..runs.artifacts import (
     CORE_PACKAGES,
     ONNX_FILE,
     ONNX_PACKAGES,
@@ -40,9 +41,7 @@ from ..artifacts import (
     QUANTIZED_FILE,
     package_versions,
 )
-from ..artifacts import EXPORT_SUMMARY_FILE as SUMMARY_FILE
-from ..quantization_aware import fake_quantized_logits, is_quantization_aware
-from ..vocabulary import trim_for_export
+from ..runs.artifacts import EXPORT_SUMMARY_FILE as SUMMARY_FILE
 from .arguments import ExportArguments, ExportTexts
 from .fallback import Int8Choice, quantize_and_choose
 from .fusion import FusedGraph, fuse_graph, optimized_graph
@@ -50,6 +49,7 @@ from .parity import ParityError, ParityReport, _load_tokenizer, _parity_batches,
 from .quantize import CalibrationTexts
 from .tasks import _task, load_for_export
 from .torch_export import OPSET, export_graph, graph_input_names
+from .vocabulary import trim_for_export
 
 logger = logging.get_logger(__name__)
 

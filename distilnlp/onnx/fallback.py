@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 from transformers.utils import logging
 
-from ..artifacts import QUANTIZED_FILE
-from ..quantization_aware import qat_nodes_to_exclude
+from ..int8.quantization_aware import qat_nodes_to_exclude
+from ..runs.artifacts import QUANTIZED_FILE
 from .fusion import FusedGraph
 from .parity import (
     ParityError,

@@ -19,7 +19,7 @@ import numpy as np
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..presets import PRESETS, default_preset, reduce_range, weight_type
+from ..int8.presets import PRESETS, default_preset, reduce_range, weight_type
 from .parity import _pad, synthetic_features
 
 __all__ = ["PRESETS", "CalibrationTexts", "QuantizationSettings", "default_preset", "quantize_graph"]
@@ -40,7 +40,7 @@ class QuantizationSettings:
     is_static: bool
     per_channel: bool
     weight_type: str  # onnxruntime.quantization.QuantType name
-    reduce_range: bool = False  # 7-bit weights (the avx512 preset: see distilnlp.presets)
+    reduce_range: bool = False  # 7-bit weights (the avx512 preset: see distilnlp.int8.presets)
     activation_type: str = "QUInt8"
     # None: ORT's dynamic defaults (every op it can make integer, fused Attention included); static: STATIC_OPERATORS
     operators: list[str] | None = None

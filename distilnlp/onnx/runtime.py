@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoConfig, AutoTokenizer
 
-from ..artifacts import ONNX_FILE, QUANTIZED_FILE, has_tokenizer
+from ..runs.artifacts import ONNX_FILE, QUANTIZED_FILE, has_tokenizer
 from .tasks import _task
 
 

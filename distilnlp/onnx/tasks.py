@@ -31,7 +31,7 @@ def _torch_model_class(config: PretrainedConfig):
 def load_for_export(model_dir: str | os.PathLike, config: PretrainedConfig):
     """The PyTorch model in `model_dir`, in evaluation mode, with eager attention: the attention subgraph that the
     TorchScript exporter writes for it is the one ONNX Runtime fuses (SDPA's is not)."""
-    from ..model_files import load_model_folder
+    from ..runs.model_files import load_model_folder
 
     return load_model_folder(
         _torch_model_class(config), model_dir, "model", attn_implementation="eager"

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..artifacts import ONNX_FILE, QUANTIZED_FILE
-from ..presets import default_preset
+from ..int8.presets import default_preset
+from ..runs.artifacts import ONNX_FILE, QUANTIZED_FILE
 from .quantize import QuantizationSettings, quantize_graph
 from .runtime import OnnxClassifier
 from .tasks import load_for_export

@@ -14,7 +14,7 @@ import numpy as np
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..artifacts import CORE_PACKAGES, package_versions
+from ..runs.artifacts import CORE_PACKAGES, package_versions
 from .fingerprint import combine, inputs_fingerprint
 from .format import (
     FORMAT_VERSION,

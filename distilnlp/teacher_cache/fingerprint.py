@@ -45,7 +45,7 @@ def weights_fingerprint(teacher: PreTrainedModel | str | os.PathLike) -> str:
     if isinstance(teacher, torch.nn.Module):
         state = teacher.state_dict()
         return _hash_tensors((name, state[name]) for name in sorted(state))
-    from ..model_files import open_weights
+    from ..runs.model_files import open_weights
 
     files = sorted(Path(teacher).glob("*.safetensors"))
     if not files:

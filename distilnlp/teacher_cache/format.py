@@ -51,9 +51,9 @@ import torch
 from datasets import Dataset, Features, Sequence, Value
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..artifacts import TEACHER_CACHE_METADATA_FILE as METADATA_FILE  # noqa: F401 (re-exported)
-from ..artifacts import TEACHER_LOGITS_COLUMN
 from ..data.task import label_names_of
+from ..runs.artifacts import TEACHER_CACHE_METADATA_FILE as METADATA_FILE  # noqa: F401 (re-exported)
+from ..runs.artifacts import TEACHER_LOGITS_COLUMN
 from .fingerprint import combine, inputs_fingerprint, teachers_fingerprint, tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def _task_of(architectures: list[str]) -> str:
 
 def _parameter_count(folder: Path) -> int:
     """Number of weights stored in a model folder's safetensors files (read from their headers)."""
-    from ..model_files import open_weights
+    from ..runs.model_files import open_weights
 
     total = 0
     for path in folder.glob("*.safetensors"):

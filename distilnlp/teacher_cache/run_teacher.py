@@ -145,7 +145,7 @@ def compute_teacher_logits(
         if not isinstance(teacher, PreTrainedModel):
             from transformers import AutoModelForSequenceClassification
 
-            from ..model_files import load_model_folder
+            from ..runs.model_files import load_model_folder
 
             teacher = load_model_folder(AutoModelForSequenceClassification, teacher, "teacher")
         was_training = teacher.training

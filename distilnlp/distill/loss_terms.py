@@ -8,11 +8,11 @@ import inspect
 
 import torch
 
+from ..teacher_cache import TeacherCacheError
+from .arguments import LossSettings
 from .counts import ItemCounts
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES, soft_target_loss_for
-from .teacher_cache import TeacherCacheError
 from .teachers import align_logits, mix_teacher_logits, split_cached_logits
-from .training_args import LossSettings
 
 
 class DistillationLossTermsMixin:

@@ -10,9 +10,9 @@ from collections import defaultdict
 import safetensors.torch
 import torch
 
+from .arguments import FEATURE_WEIGHTS
 from .layers import PROJECTIONS_FILE, split_projection_state
 from .model_card import distillation_summary, render_model_card
-from .training_args import FEATURE_WEIGHTS
 
 logger = logging.getLogger(__name__)
 

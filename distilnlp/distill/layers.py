@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 from transformers import PreTrainedModel
 
-from .artifacts import PROJECTIONS_FILE  # noqa: F401 (re-exported)
+from ..runs.artifacts import PROJECTIONS_FILE  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 With teachers i = 1..K, weights w_i (sum 1) and temperature T, the soft targets are p = sum_i w_i softmax(z_i/T)
 and the soft loss T^2 * KL(p || softmax(z_s/T)). `mix_teacher_logits` returns logits z with softmax(z/T) = p
-exactly, so every soft-target loss of `distilnlp.losses` is used unchanged. The mixture depends on T, so it is
+exactly, so every soft-target loss of `distilnlp.distill.losses` is used unchanged. The mixture depends on T, so it is
 formed at every step from each teacher's own logits (never from one set of mixed logits).
 """
 
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 # The cache records a teacher's class names too, so their definition sits below both, with the task's.
-from .data.task import label_names_of
+from ..data.task import label_names_of
 
 logger = logging.getLogger(__name__)
 

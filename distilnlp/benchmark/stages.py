@@ -36,13 +36,13 @@ from transformers import (
 )
 from transformers.utils import logging
 
-from .artifacts import BENCHMARK_JSON_FILE as JSON_FILE
-from .artifacts import BENCHMARK_MARKDOWN_FILE as MARKDOWN_FILE
-from .artifacts import BENCHMARK_PLOT_FILE as PLOT_FILE
-from .artifacts import CORE_PACKAGES, ONNX_FILE, ONNX_PACKAGES, has_tokenizer, package_versions
+from ..distill.teachers import align_logits, label_names_of, label_permutation
+from ..runs.artifacts import BENCHMARK_JSON_FILE as JSON_FILE
+from ..runs.artifacts import BENCHMARK_MARKDOWN_FILE as MARKDOWN_FILE
+from ..runs.artifacts import BENCHMARK_PLOT_FILE as PLOT_FILE
+from ..runs.artifacts import CORE_PACKAGES, ONNX_FILE, ONNX_PACKAGES, has_tokenizer, package_versions
+from ..runs.model_files import load_model_folder
 from .metrics import classification_scores
-from .model_files import load_model_folder
-from .teachers import align_logits, label_names_of, label_permutation
 
 logger = logging.get_logger(__name__)
 
@@ -197,7 +197,7 @@ def onnx_stage(
     `OnnxClassifier` on the CPU provider with `num_threads` intra-op threads (default `os.cpu_count()`, like
     `BenchmarkArguments.num_threads`) and one inter-op thread. Texts are encoded with the tokenizer saved in the
     folder (a trimmed export's own ids) unless `tokenizer` is given."""
-    from .onnx.runtime import OnnxClassifier
+    from ..onnx.runtime import OnnxClassifier
 
     num_threads = num_threads or os.cpu_count() or 1
     model = OnnxClassifier.from_pretrained(onnx_model_dir, file_name, num_threads=num_threads)

@@ -33,8 +33,8 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerFast
 from transformers.utils import logging
 
-from .artifacts import VOCABULARY_TRIM_FILE
-from .model_files import load_model_folder
+from ..runs.artifacts import VOCABULARY_TRIM_FILE
+from ..runs.model_files import load_model_folder
 
 logger = logging.get_logger(__name__)
 

@@ -10,24 +10,15 @@ import torch
 from accelerate.utils import DistributedType
 from transformers import PreTrainedModel, Trainer
 
-from .augment import Augmenter, augment_window
-from .counts import ItemCounts
-from .data.teacher_inputs import (
+from ..data.teacher_inputs import (
     TEACHER_INPUT_KEYS,
     TeacherInputsCollator,
     check_cross_tokenizer,
     pop_teacher_inputs,
 )
-from .distributed import settle_gloo_workers_at_exit
-from .layers import (
-    attach_projections,
-    check_compatible,
-    install_projection_hook,
-)
-from .quantization_aware import make_quantization_aware
-from .relations import RelationDistillation
-from .student import disable_attention_probs_dropout
-from .teacher_cache import (
+from ..int8.quantization_aware import make_quantization_aware
+from ..runs.distributed import settle_gloo_workers_at_exit
+from ..teacher_cache import (
     CACHE_COLUMNS,
     LOGITS,
     TeacherCacheError,
@@ -35,6 +26,18 @@ from .teacher_cache import (
     has_cached_logits,
     pop_cached_logits,
 )
+from .arguments import DistillationTrainingArguments, LossSettings
+from .augment import Augmenter, augment_window
+from .counts import ItemCounts
+from .layers import (
+    attach_projections,
+    check_compatible,
+    install_projection_hook,
+)
+from .loss_terms import DistillationLossTermsMixin
+from .outputs import DistillationOutputsMixin
+from .relations import RelationDistillation
+from .student import disable_attention_probs_dropout
 from .teachers import (
     as_teacher_list,
     check_teachers,
@@ -43,9 +46,6 @@ from .teachers import (
     teacher_label_orders,
     teacher_weight_tensor,
 )
-from .trainer_losses import DistillationLossTermsMixin
-from .trainer_outputs import DistillationOutputsMixin
-from .training_args import DistillationTrainingArguments, LossSettings
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _onnx_export(backend: str):
     the cache package sits below the exporter and gets it passed in."""
     if backend == "torch":
         return None
-    from .onnx import export_teacher
+    from ..onnx import export_teacher
 
     return export_teacher
 
@@ -412,7 +412,7 @@ class DistillationTrainer(DistillationLossTermsMixin, DistillationOutputsMixin, 
         return ItemCounts.of_batch(inputs), 1
 
     def train(self, *args, **kwargs):
-        settle_gloo_workers_at_exit()  # no SIGABRT at exit after a gloo run (see `distilnlp.distributed`)
+        settle_gloo_workers_at_exit()  # no SIGABRT at exit after a gloo run (see `distilnlp.runs.distributed`)
         try:
             return super().train(*args, **kwargs)
         finally:

@@ -20,7 +20,7 @@ QUANTIZED_FILE = "model_quantized.onnx"
 EXPORT_SUMMARY_FILE = "distilnlp_export.json"
 ORT_CONFIG_FILE = "ort_config.json"  # written by the earlier Optimum exports; removed on re-export
 EXPORT_STAGING_PREFIX = ".distilnlp-export-"  # temporary sibling folder an export is built in
-# vocabulary trimming (distilnlp.vocabulary): what was kept, beside the trimmed model
+# vocabulary trimming (distilnlp.onnx.vocabulary): what was kept, beside the trimmed model
 VOCABULARY_TRIM_FILE = "distilnlp_vocabulary.json"
 # teacher cache
 TEACHER_CACHE_METADATA_FILE = "distilnlp_teacher_cache.json"

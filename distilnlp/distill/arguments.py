@@ -400,7 +400,7 @@ def distillation_fields(args_or_cls) -> tuple[str, ...]:
 
 def run_settings(args) -> dict[str, Any]:
     """What a run optimises (distillation settings) and for how long, as recorded in its output_dir (read back
-    and compared on resume by `distilnlp.checkpoints`)."""
+    and compared on resume by `distilnlp.runs.checkpoints`)."""
     return {
         "distillation": {name: getattr(args, name) for name in distillation_fields(args)},
         "length": {"max_steps": args.max_steps, "num_train_epochs": args.num_train_epochs},

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .artifacts import TEACHER_LOGITS_COLUMN as CACHED_LOGITS
+from ..runs.artifacts import TEACHER_LOGITS_COLUMN as CACHED_LOGITS
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .training_args import distillation_fields
+from .arguments import distillation_fields
 
 
 def render_model_card(summary: dict, scores: dict[str, float] | None, model_name: str) -> str:
