@@ -328,3 +328,20 @@ def test_help_strings_with_a_percent_sign_render(capsys):
     with pytest.raises(SystemExit):
         main(["distill", "--help"])
     assert "~10% slower performance" in " ".join(capsys.readouterr().out.split())
+
+
+# ------------------------------------------------------------------------------------------ lengths
+
+
+def test_a_length_with_no_room_for_text_is_refused_by_export_and_benchmark(task, tmp_path, capsys):
+    """`--max_length 1` / `--sequence_length 1` used to end in a tensor-size RuntimeError on a long text."""
+    good, _, _ = task
+    long_text = tmp_path / "long.csv"
+    long_text.write_text("text,label\n" + "".join(f"{' '.join(['w1'] * 10000)},{c}\n" for c in "abc" * 10))
+    common = ["--dataset", str(long_text)]
+    assert main(["export", str(good), "--output", str(tmp_path / "onnx"), "--max_length", "1", *common]) == 1
+    one_line_error(capsys, "max_length=1 leaves no room for text", "use max_length >= ")
+    argv = ["benchmark", "--teacher", str(good), "--student", str(good), "--output_dir", str(tmp_path / "b")]
+    assert main([*argv, "--sequence_length", "1", *common]) == 1
+    one_line_error(capsys, "sequence_length=1 leaves no room for text")
+    assert not (tmp_path / "onnx").exists() and not (tmp_path / "b").exists()

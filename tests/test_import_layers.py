@@ -50,4 +50,5 @@ def test_an_upward_import_inside_a_function_breaks_the_contract(tmp_path):
     )
     result = lint_imports(tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "distilnlp.data is not allowed to import distilnlp.distill.trainer" in result.stdout
+    assert "distilnlp.data is not allowed to import distilnlp.distill:" in result.stdout
+    assert "distilnlp.data.task -> distilnlp.distill.trainer" in result.stdout

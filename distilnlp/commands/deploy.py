@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoTokenizer
 from ..benchmark.stages import BenchmarkArguments, onnx_stage, run_benchmark, torch_stage
 from ..data import DataArguments, label_names, load_task_data
 from ..data.sources import BBC_NEWS
+from ..data.task import check_max_length
 from ..onnx import ExportArguments, ExportResult, ExportTexts, export_model
 from ..onnx.atomic import check_model_folder, check_target, sequence_limit
 from ..runs.artifacts import (
@@ -120,9 +121,10 @@ def export_with_task_data(
     """
     model_dir = check_model_folder(export_args.model_dir)
     check_target(Path(export_args.output_dir), model_dir, overwrite)
-    load_tokenizer(model_dir, "model")
+    tokenizer = load_tokenizer(model_dir, "model")
     static = export_args.quantize == "static"
     data_args = task_data_for(model_dir, data_args)
+    check_max_length(tokenizer, data_args.max_length)  # else long texts fail inside the parity checks
     data = load_task_data(data_args)
     check_labels(AutoConfig.from_pretrained(model_dir), label_names(data), data_args, static)
     calibration = None
@@ -172,6 +174,7 @@ def benchmark_models(models: BenchmarkModels, data_args: DataArguments, args: Be
     """
     tokenizer = load_tokenizer(check_model_folder(models.teacher, "teacher"), "teacher")
     check_model_folder(models.student, "student")
+    check_max_length(tokenizer, args.sequence_length, "sequence_length")
     stages = [
         torch_stage("teacher (PyTorch fp32)", models.teacher, tokenizer),
         torch_stage("student (PyTorch fp32)", models.student),
