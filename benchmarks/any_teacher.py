@@ -48,13 +48,9 @@ from distilnlp import (
     create_student,
 )
 from distilnlp.benchmark.metrics import compute_classification_metrics
-from distilnlp.commands.stages import (
-    FinetuneArguments,
-    evaluate_on,
-    finetune,
-    prepare_data,
-    resolve_model_path,
-)
+from distilnlp.commands.arguments import FinetuneArguments, resolve_model_path
+from distilnlp.commands.stages import finetune
+from distilnlp.commands.steps import evaluate_on, prepare_data
 from distilnlp.data import DataArguments, load_bbc_news, load_task_data, read_soft_labels, tokenize_task_data
 from distilnlp.teacher_cache import build_soft_label_cache
 

@@ -19,7 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 from distilnlp import DistillationTrainer, create_student
 from distilnlp.benchmark.metrics import compute_classification_metrics
 from distilnlp.commands.demo import DemoArguments, stage_training_args
-from distilnlp.commands.stages import evaluate_on, prepare_data
+from distilnlp.commands.steps import evaluate_on, prepare_data
 from distilnlp.data import DataArguments
 from distilnlp.distill.arguments import DistillationTrainingArguments
 

@@ -42,7 +42,8 @@ from transformers import (
 )
 
 from distilnlp import DistillationTrainer, DistillationTrainingArguments, create_student
-from distilnlp.commands.stages import evaluate_on, prepare_data, resolve_model_path
+from distilnlp.commands.arguments import resolve_model_path
+from distilnlp.commands.steps import evaluate_on, prepare_data
 from distilnlp.data import DataArguments
 from distilnlp.onnx import export_teacher
 from distilnlp.teacher_cache import TeacherCache, TeacherCacheError, build_teacher_cache

@@ -27,7 +27,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
 from distilnlp import DistillationTrainer, DistillationTrainingArguments, create_student
-from distilnlp.commands.stages import prepare_data
+from distilnlp.commands.steps import prepare_data
 from distilnlp.data import DataArguments
 
 SETUPS = ("plain Trainer", "DistillationTrainer, alpha=0", "DistillationTrainer, teacher run (old alpha=0)")

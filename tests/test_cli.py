@@ -10,9 +10,9 @@ from tiny import save_tiny_model, write_topic_csv
 from transformers import AutoModelForSequenceClassification
 
 import distilnlp
+from distilnlp.commands.arguments import DistillArguments, FinetuneArguments
 from distilnlp.commands.cli import main
 from distilnlp.commands.config import parse_config
-from distilnlp.commands.stages import DistillArguments, FinetuneArguments
 from distilnlp.data import DataArguments
 from distilnlp.distill.arguments import DistillationTrainingArguments, StageTrainingArguments
 

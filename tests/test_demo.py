@@ -73,8 +73,8 @@ def old_stage_config(recipe, dataclass_types, **overrides):
 
 
 def test_stage_configs_equal_what_the_old_flag_strings_parsed(tmp_path):
+    from distilnlp.commands.arguments import DistillArguments, FinetuneArguments
     from distilnlp.commands.demo import stage_config
-    from distilnlp.commands.stages import DistillArguments, FinetuneArguments
     from distilnlp.data import DataArguments
     from distilnlp.distill.arguments import DistillationTrainingArguments, StageTrainingArguments
 

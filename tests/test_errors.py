@@ -90,9 +90,9 @@ def test_recipe_values_of_the_wrong_type_are_one_line_with_status_2(task, tmp_pa
 
 
 def test_recipe_values_that_fit_their_fields_still_parse(tmp_path):
+    from distilnlp.commands.arguments import DistillArguments
     from distilnlp.commands.config import parse_config
     from distilnlp.commands.search import SearchArguments
-    from distilnlp.commands.stages import DistillArguments
     from distilnlp.data import DataArguments
     from distilnlp.distill.arguments import DistillationTrainingArguments
 

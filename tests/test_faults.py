@@ -178,8 +178,8 @@ def test_lock_is_taken_by_the_main_process_only_and_stale_locks_are_taken_over(t
 
 
 def test_flipped_bytes_anywhere_in_the_cache_are_caught_before_arrow_reads_them(task, tmp_path):
+    from distilnlp.commands.arguments import DistillArguments
     from distilnlp.commands.cache_teacher import cache_teacher
-    from distilnlp.commands.stages import DistillArguments
     from distilnlp.distill.arguments import DistillationTrainingArguments
 
     teacher, data = task

@@ -10,10 +10,10 @@ from tiny import save_tiny_model, tiny_pair, token_dataset, write_topic_csv
 from transformers.trainer_utils import HPSearchBackend
 
 from distilnlp import DistillationTrainer, DistillationTrainingArguments
+from distilnlp.commands.arguments import DistillArguments
 from distilnlp.commands.cli import main
 from distilnlp.commands.config import explicit_values
 from distilnlp.commands.search import SearchArguments
-from distilnlp.commands.stages import DistillArguments
 from distilnlp.data import DataArguments
 from distilnlp.teacher_cache import TeacherCache
 

@@ -10,7 +10,7 @@ from tiny import quick_distillation_args, save_tiny_model, write_topic_csv
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from distilnlp import DistillationTrainer
-from distilnlp.commands.stages import prepare_data
+from distilnlp.commands.steps import prepare_data
 from distilnlp.data import (
     BBC_TASKS,
     UNLABELED,
@@ -194,8 +194,8 @@ def test_recommended_recipes_parse(task, tmp_path):
     from pathlib import Path
 
     from distilnlp import DistillationTrainingArguments
+    from distilnlp.commands.arguments import DistillArguments, FinetuneArguments
     from distilnlp.commands.config import parse_config
-    from distilnlp.commands.stages import DistillArguments, FinetuneArguments
     from distilnlp.distill.arguments import StageTrainingArguments
 
     recipes = Path(__file__).parent.parent / "recipes"

@@ -11,8 +11,8 @@ from datasets import DatasetDict
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ..data import DataArguments, read_soft_labels
-from ..data.task import check_max_length
 from ..data.teacher_inputs import TeacherInputsCollator
+from ..data.tokenize import check_max_length
 from ..distill.arguments import DistillationTrainingArguments
 from ..runs.artifacts import SOFT_LABEL_CACHE_DIR
 from ..runs.checkpoints import ResumePlan, RunSettingsCallback

@@ -18,7 +18,8 @@ from ..distill.arguments import DistillationTrainingArguments
 from ..onnx import export_teacher
 from ..runs.model_files import load_model_folder
 from ..teacher_cache import METADATA_FILE, TeacherCache, TeacherCacheError, build_teacher_cache
-from .stages import DistillArguments, prepare_data
+from .arguments import DistillArguments
+from .steps import prepare_data
 
 logger = logging.getLogger(__name__)
 

@@ -144,7 +144,8 @@ def one_line(error: BaseException, command: str = "distill") -> str:
 
 
 def _finetune(argv: list[str]) -> int:
-    from .stages import FinetuneArguments, finetune
+    from .arguments import FinetuneArguments
+    from .stages import finetune
 
     model_args, data_args, training_args = parse(
         (FinetuneArguments, DataArguments, StageTrainingArguments), argv, prog="distilnlp finetune"
@@ -155,7 +156,8 @@ def _finetune(argv: list[str]) -> int:
 
 
 def _distill(argv: list[str]) -> int:
-    from .stages import DistillArguments, distill
+    from .arguments import DistillArguments
+    from .stages import distill
 
     distill_args, data_args, training_args = parse(
         (DistillArguments, DataArguments, DistillationTrainingArguments), argv, prog="distilnlp distill"
@@ -206,8 +208,8 @@ def _benchmark(argv: list[str]) -> int:
 
 
 def _cache_teacher(argv: list[str]) -> int:
+    from .arguments import DistillArguments
     from .cache_teacher import cache_teacher
-    from .stages import DistillArguments
 
     distill_args, data_args, training_args = parse(
         (DistillArguments, DataArguments, DistillationTrainingArguments), argv, prog="distilnlp cache-teacher"
@@ -220,8 +222,8 @@ def _cache_teacher(argv: list[str]) -> int:
 
 
 def _search(argv: list[str]) -> int:
+    from .arguments import DistillArguments
     from .search import SearchArguments, search
-    from .stages import DistillArguments
 
     types = (DistillArguments, DataArguments, DistillationTrainingArguments, SearchArguments)
     distill_args, data_args, training_args, search_args = parse(types, argv, prog="distilnlp search")

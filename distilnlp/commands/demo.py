@@ -17,10 +17,12 @@ from ..data import DataArguments
 from ..distill.arguments import DistillationTrainingArguments, StageTrainingArguments
 from ..onnx import ExportArguments, ParityError
 from ..runs.artifacts import DISTILL_RESULTS_FILE, EXPORT_SUMMARY_FILE, FINETUNE_RESULTS_FILE, QUANTIZED_FILE
+from .arguments import DistillArguments, FinetuneArguments
 from .config import parse_config
 from .deploy import BenchmarkModels, benchmark_models, export_with_task_data
 from .recipes import resolve_recipe
-from .stages import DistillArguments, FinetuneArguments, distill, finetune, write_json
+from .stages import distill, finetune
+from .steps import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -95,24 +97,64 @@ def _cached(path: Path, overwrite: bool) -> dict | None:
     return None
 
 
+def _teacher_stage(demo: DemoArguments, teacher_dir: Path) -> tuple[dict, bool]:
+    """[1/4] Fine-tune the teacher into `teacher_dir`: (its results, whether it trained now rather than reused)."""
+    results = _cached(teacher_dir / FINETUNE_RESULTS_FILE, demo.overwrite)
+    if results is not None:
+        return results, False
+    print(f"[1/4] Fine-tuning the packaged MiniLM teacher on BBC News -> {teacher_dir}")
+    model_args, data_args, args = stage_config(
+        demo.finetune_recipe,
+        (FinetuneArguments, DataArguments, StageTrainingArguments),
+        output_dir=teacher_dir,
+        num_train_epochs=demo.teacher_epochs,
+        max_train_samples=demo.max_train_samples,
+        overwrite_output_dir=demo.overwrite,
+    )
+    return finetune(model_args, data_args, args), True
+
+
+def _export_stage(
+    demo: DemoArguments, student_dir: Path, out: Path, data_args: DataArguments, redo: bool
+) -> tuple[Path, Path | None, list[str]]:
+    """[3/4] Export the student to dynamic (and, if asked, static) int8 ONNX, each unless already exported.
+
+    Returns (the dynamic export's folder, the static one's or None when there is none to benchmark, notes)."""
+    onnx_dir, static_dir = out / "onnx", out / "onnx-static"
+    if _cached(onnx_dir / EXPORT_SUMMARY_FILE, redo) is None:
+        print(f"[3/4] Exporting the student to ONNX and quantizing it to int8 -> {onnx_dir}")
+        export_with_task_data(
+            ExportArguments(model_dir=str(student_dir), output_dir=str(onnx_dir)), data_args
+        )
+    notes = []
+    if demo.static_quantization and _cached(static_dir / EXPORT_SUMMARY_FILE, redo) is None:
+        print(f"      and a static-int8 variant calibrated on training texts -> {static_dir}")
+        try:
+            export_with_task_data(
+                ExportArguments(model_dir=str(student_dir), output_dir=str(static_dir), quantize="static"),
+                data_args,
+            )
+        except ParityError as error:  # reported and left out of the benchmark: never a silent bad model
+            notes.append(f"static int8 export rejected by its parity check: {error}")
+            print(notes[-1])
+    has_static = demo.static_quantization and not notes and (static_dir / QUANTIZED_FILE).is_file()
+    return onnx_dir, (static_dir if has_static else None), notes
+
+
+def _save_summary(out: Path, summary: dict, markdown: str) -> None:
+    """Write the demo's JSON and markdown reports into `out` and print where everything is."""
+    write_json(out / "demo_results.json", summary)
+    (out / "demo_results.md").write_text(markdown + "\n")
+    print("\n" + markdown)
+    print(f"\nArtifacts (teacher, student, ONNX models, benchmark JSON / markdown / plot): {out.resolve()}")
+
+
 def run_demo(demo: DemoArguments) -> dict:
     """Fine-tune, distill, export to int8 ONNX, benchmark every stage; print and save the report."""
     out = Path(demo.output_dir)
     teacher_dir, student_dir = out / "teacher", out / "student"
-    redo = demo.overwrite  # once a stage runs, every later stage runs too: its inputs changed
-    teacher_results = _cached(teacher_dir / FINETUNE_RESULTS_FILE, redo)
-    if teacher_results is None:
-        redo = True
-        print(f"[1/4] Fine-tuning the packaged MiniLM teacher on BBC News -> {teacher_dir}")
-        model_args, data_args, args = stage_config(
-            demo.finetune_recipe,
-            (FinetuneArguments, DataArguments, StageTrainingArguments),
-            output_dir=teacher_dir,
-            num_train_epochs=demo.teacher_epochs,
-            max_train_samples=demo.max_train_samples,
-            overwrite_output_dir=demo.overwrite,
-        )
-        teacher_results = finetune(model_args, data_args, args)
+    # Once a stage runs, every later stage runs too: its inputs changed.
+    teacher_results, redo = _teacher_stage(demo, teacher_dir)
 
     # The student stage's recipe also says which data export and benchmark read (same splits and max_length).
     distill_args, data_args, args = stage_config(
@@ -134,25 +176,7 @@ def run_demo(demo: DemoArguments) -> dict:
         student_results = distill(distill_args, data_args, args)
         redo = True
 
-    onnx_dir, static_dir = out / "onnx", out / "onnx-static"
-    if _cached(onnx_dir / EXPORT_SUMMARY_FILE, redo) is None:
-        print(f"[3/4] Exporting the student to ONNX and quantizing it to int8 -> {onnx_dir}")
-        export_with_task_data(
-            ExportArguments(model_dir=str(student_dir), output_dir=str(onnx_dir)), data_args
-        )
-    notes = []
-    if demo.static_quantization and _cached(static_dir / EXPORT_SUMMARY_FILE, redo) is None:
-        print(f"      and a static-int8 variant calibrated on training texts -> {static_dir}")
-        try:
-            export_with_task_data(
-                ExportArguments(model_dir=str(student_dir), output_dir=str(static_dir), quantize="static"),
-                data_args,
-            )
-        except ParityError as error:  # reported and left out of the benchmark: never a silent bad model
-            notes.append(f"static int8 export rejected by its parity check: {error}")
-            print(notes[-1])
-    has_static = demo.static_quantization and not notes and (static_dir / QUANTIZED_FILE).is_file()
-
+    onnx_dir, static_dir, notes = _export_stage(demo, student_dir, out, data_args, redo)
     print(
         f"[4/4] Benchmarking teacher and student (accuracy, latency, throughput, size) -> {out / 'benchmark'}"
     )
@@ -160,7 +184,7 @@ def run_demo(demo: DemoArguments) -> dict:
         teacher=str(teacher_dir),
         student=str(student_dir),
         onnx_dir=str(onnx_dir),
-        onnx_static_dir=str(static_dir) if has_static else None,
+        onnx_static_dir=str(static_dir) if static_dir is not None else None,
     )
     bench_args = BenchmarkArguments(output_dir=str(out / "benchmark"), latency_runs=demo.latency_runs)
     report = benchmark_models(models, data_args, bench_args)
@@ -171,8 +195,5 @@ def run_demo(demo: DemoArguments) -> dict:
         "benchmark": {key: value for key, value in report.items() if key != "markdown"},
         "notes": notes,
     }
-    write_json(out / "demo_results.json", summary)
-    (out / "demo_results.md").write_text(report["markdown"] + "\n")
-    print("\n" + report["markdown"])
-    print(f"\nArtifacts (teacher, student, ONNX models, benchmark JSON / markdown / plot): {out.resolve()}")
+    _save_summary(out, summary, report["markdown"])
     return summary

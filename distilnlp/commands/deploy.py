@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoTokenizer
 from ..benchmark.stages import BenchmarkArguments, onnx_stage, run_benchmark, torch_stage
 from ..data import DataArguments, label_names, load_task_data
 from ..data.sources import BBC_NEWS
-from ..data.task import check_max_length
+from ..data.tokenize import check_max_length
 from ..onnx import ExportArguments, ExportResult, ExportTexts, export_model
 from ..onnx.atomic import check_model_folder, check_target, sequence_limit
 from ..runs.artifacts import (

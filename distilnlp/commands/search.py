@@ -22,7 +22,9 @@ from ..benchmark.metrics import compute_classification_metrics
 from ..data import DataArguments
 from ..distill.arguments import DistillationTrainingArguments
 from ..distill.trainer import DistillationTrainer
-from .stages import DistillArguments, build_student, load_teacher_and_data, write_json
+from .arguments import DistillArguments
+from .stages import build_student, load_teacher_and_data
+from .steps import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -249,4 +249,4 @@ def in_labels_of(teacher: PreTrainedModel, dataset, names: list[str]):
     )
 
 
-__all__ = ["DistillArguments", "FinetuneArguments", "distill", "finetune"]
+__all__ = ["build_student", "distill", "finetune", "in_labels_of", "load_teacher_and_data", "start_stage"]

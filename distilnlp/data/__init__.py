@@ -1,4 +1,4 @@
-"""Task data: where it comes from (`sources`), and how it is split, encoded and tokenized (`task`)."""
+"""Task data: where it comes from (`sources`), how it is split and encoded (`task`) and tokenized (`tokenize`)."""
 
 from .bbc_tasks import BBC_NEWS_SENTENCES, BBC_NEWS_WINDOWS, BBC_TASKS, load_bbc_news, load_bbc_task
 from .soft_labels import SoftLabelError, SoftLabels, read_soft_labels
@@ -10,9 +10,9 @@ from .task import (
     label_names,
     labeled_subset,
     load_task_data,
-    tokenize_task_data,
 )
 from .teacher_inputs import TeacherInputsCollator
+from .tokenize import tokenize_task_data
 from .transfer import add_transfer_rows, load_transfer_texts, tokenize_transfer, window_texts
 
 __all__ = [

@@ -197,6 +197,74 @@ def _to_logits(values: list, kind: str, number: int, path: Path, names: list[str
         return np.where(values_array > 0, np.log(np.maximum(values_array, 1e-300)), ZERO_PROBABILITY_LOGIT)
 
 
+def _key_and_kind(path: Path, rows: list[dict], key: str | None) -> tuple[str, str]:
+    """(the key column, "probabilities" or "logits") of a file's rows; `key` None: `text` if present, else `id`."""
+    columns = {c for r in rows for c in r}
+    key = key or next((k for k in KEYS if k in columns), None)
+    if key not in KEYS or key not in columns:
+        raise SoftLabelError(
+            f"{path}: no {' or '.join(repr(k) for k in KEYS)} column to match rows to the task's examples "
+            f"(columns: {sorted(map(str, columns))})."
+        )
+    kinds = [k for k in KINDS if k in columns or any(str(c).startswith(k + ".") for c in columns)]
+    if len(kinds) != 1:
+        raise SoftLabelError(
+            f"{path}: give exactly one of 'probabilities' or 'logits' per row (found {kinds or 'neither'})."
+        )
+    return key, kinds[0]
+
+
+def _row_logits(
+    row: dict,
+    number: int,
+    kind: str,
+    path: Path,
+    label_names: list[str],
+    label_map: dict[str, str],
+    tolerance: float,
+) -> np.ndarray:
+    """One row's values as float64 logits in the task's label order (class names checked and renamed)."""
+    num_classes = len(label_names)
+    raw, names = _row_values(row, kind, number, path)
+    if len(raw) != num_classes:
+        raise SoftLabelError(
+            f"{path}: row {number} has {len(raw)} {kind} but the task has {num_classes} classes "
+            f"({', '.join(label_names)})."
+        )
+    if names is None:
+        names = list(label_names)
+    names = [label_map.get(n, n) for n in names]
+    position = {name: i for i, name in enumerate(label_names)}
+    unknown = next((n for n in names if n not in position), None)
+    if unknown is not None:
+        raise SoftLabelError(
+            f"{path}: row {number} names class {unknown!r}, which is not a task label "
+            f"({', '.join(label_names)}); rename it with soft_labels_label_map, e.g. "
+            f'{{"{unknown}": "{label_names[0]}"}}.'
+        )
+    if len(set(names)) != num_classes:
+        repeated = next(n for n in names if names.count(n) > 1)
+        raise SoftLabelError(f"{path}: row {number} gives class {repeated!r} twice.")
+    logits = _to_logits(raw, kind, number, path, names, tolerance)
+    ordered = np.empty(num_classes, dtype=np.float64)
+    ordered[[position[n] for n in names]] = logits
+    return ordered
+
+
+def _scaled_float32(values: list[np.ndarray], numbers: list[int], kind: str, temperature: float, path: Path):
+    """(N, C) float32 logits divided by `temperature`; an error naming the first row that overflows float32."""
+    with np.errstate(over="ignore"):  # caught just below, with the row
+        logits = (np.stack(values) / temperature).astype(np.float32)
+    overflow = np.flatnonzero(~np.isfinite(logits).all(-1))
+    if overflow.size:  # finite as float64, but past float32's range (about 3.4e38) once stored
+        raise SoftLabelError(
+            f"{path}: row {numbers[overflow[0]]}: a {kind} value is too large for float32 (it becomes "
+            f"infinite{' after dividing by soft_labels_temperature' if temperature != 1 else ''}); give values "
+            "within +-3e38."
+        )
+    return logits
+
+
 def read_soft_labels(
     path: str | Path,
     label_names: list[str],
@@ -221,22 +289,8 @@ def read_soft_labels(
         raise SoftLabelError(
             f"{path} has no rows; write one row per example with a key and probabilities/logits."
         )
-    columns = {c for r in rows for c in r}
-    key = key or next((k for k in KEYS if k in columns), None)
-    if key not in KEYS or key not in columns:
-        raise SoftLabelError(
-            f"{path}: no {' or '.join(repr(k) for k in KEYS)} column to match rows to the task's examples "
-            f"(columns: {sorted(map(str, columns))})."
-        )
-    kinds = [k for k in KINDS if k in columns or any(str(c).startswith(k + ".") for c in columns)]
-    if len(kinds) != 1:
-        raise SoftLabelError(
-            f"{path}: give exactly one of 'probabilities' or 'logits' per row (found {kinds or 'neither'})."
-        )
-    kind = kinds[0]
+    key, kind = _key_and_kind(path, rows, key)
     label_map = label_map or {}
-    position = {name: i for i, name in enumerate(label_names)}
-    num_classes = len(label_names)
 
     keys: list[str] = []
     values: list[np.ndarray] = []
@@ -246,28 +300,7 @@ def read_soft_labels(
         key_value = row.get(key)
         if key_value is None or (isinstance(key_value, float) and math.isnan(key_value)):
             raise SoftLabelError(f"{path}: row {number} has no {key!r}.")
-        raw, names = _row_values(row, kind, number, path)
-        if len(raw) != num_classes:
-            raise SoftLabelError(
-                f"{path}: row {number} has {len(raw)} {kind} but the task has {num_classes} classes "
-                f"({', '.join(label_names)})."
-            )
-        if names is None:
-            names = list(label_names)
-        names = [label_map.get(n, n) for n in names]
-        unknown = next((n for n in names if n not in position), None)
-        if unknown is not None:
-            raise SoftLabelError(
-                f"{path}: row {number} names class {unknown!r}, which is not a task label "
-                f"({', '.join(label_names)}); rename it with soft_labels_label_map, e.g. "
-                f'{{"{unknown}": "{label_names[0]}"}}.'
-            )
-        if len(set(names)) != num_classes:
-            repeated = next(n for n in names if names.count(n) > 1)
-            raise SoftLabelError(f"{path}: row {number} gives class {repeated!r} twice.")
-        logits = _to_logits(raw, kind, number, path, names, tolerance)
-        ordered = np.empty(num_classes, dtype=np.float64)
-        ordered[[position[n] for n in names]] = logits
+        ordered = _row_logits(row, number, kind, path, label_names, label_map, tolerance)
         normalised = _normalise_key(key_value, key)
         if normalised in seen:
             if not np.allclose(values[seen[normalised]], ordered, atol=1e-6, rtol=0):
@@ -280,13 +313,5 @@ def read_soft_labels(
         keys.append(normalised)
         values.append(ordered)
         numbers.append(number)
-    with np.errstate(over="ignore"):  # caught just below, with the row
-        logits = (np.stack(values) / temperature).astype(np.float32)
-    overflow = np.flatnonzero(~np.isfinite(logits).all(-1))
-    if overflow.size:  # finite as float64, but past float32's range (about 3.4e38) once stored
-        raise SoftLabelError(
-            f"{path}: row {numbers[overflow[0]]}: a {kind} value is too large for float32 (it becomes "
-            f"infinite{' after dividing by soft_labels_temperature' if temperature != 1 else ''}); give values "
-            "within +-3e38."
-        )
+    logits = _scaled_float32(values, numbers, kind, temperature, path)
     return SoftLabels(str(path), key, kind, keys, logits, list(label_names), float(temperature), numbers)

@@ -185,6 +185,58 @@ def decisive_agreement(reference: np.ndarray, other: np.ndarray, tie_margin: flo
     return probabilities.max(-1) - picked <= tie_margin
 
 
+@dataclass
+class _Tally:
+    """Running figures of a parity check over its batches."""
+
+    max_diff: float = 0.0  # fp32 ONNX vs PyTorch
+    int8_diff: float = 0.0  # int8 vs fp32 ONNX
+    agree: int = 0
+    decisive: int = 0
+    total: int = 0
+
+
+def _compare_batches(model, fp32, int8, batches, onnx_path, tie_margin: float) -> _Tally:
+    """Run PyTorch, the fp32 graph and (if any) the int8 graph on every batch; tally their differences over the
+    positions that carry a prediction."""
+    tally = _Tally()
+    with torch.inference_mode():
+        for batch in batches:
+            onnx_logits = _run_session(fp32, batch)
+            torch_inputs = {n.name: torch.from_numpy(batch[n.name]) for n in fp32.get_inputs()}
+            torch_logits = model(**torch_inputs).logits.float().numpy()
+            if onnx_logits.shape != torch_logits.shape:
+                raise ParityError(
+                    f"ONNX logits have shape {onnx_logits.shape}, PyTorch logits {torch_logits.shape}: "
+                    f"{onnx_path} was not exported from this model."
+                )
+            mask = predicted_positions(batch, onnx_logits)
+            tally.max_diff = max(
+                tally.max_diff, float(np.abs(onnx_logits - torch_logits)[mask].max(initial=0.0))
+            )
+            if int8 is not None:
+                q_logits = _run_session(int8, batch)
+                diff = float(np.abs(q_logits - onnx_logits)[mask].max(initial=0.0))
+                tally.int8_diff = max(tally.int8_diff, diff)
+                tally.agree += int((q_logits.argmax(-1) == onnx_logits.argmax(-1))[mask].sum())
+                tally.decisive += int(decisive_agreement(onnx_logits, q_logits, tie_margin)[mask].sum())
+                tally.total += int(mask.sum())
+    return tally
+
+
+def _report(tally: _Tally, num_samples: int, quantized: bool, max_abs_diff, min_agreement, tie_margin):
+    """The `ParityReport` of a check: of the int8 graph when `quantized`, else of the fp32 graph."""
+    return ParityReport(
+        num_samples=num_samples,
+        max_abs_diff=tally.int8_diff if quantized else tally.max_diff,
+        agreement=tally.agree / tally.total if quantized else None,
+        threshold_max_abs_diff=max_abs_diff if not quantized else None,
+        threshold_min_agreement=min_agreement if quantized else None,
+        decisive_agreement=tally.decisive / tally.total if quantized else None,
+        tie_margin=tie_margin if quantized else None,
+    )
+
+
 def check_parity(
     reference: PreTrainedModel | str | os.PathLike,
     onnx_path: str | os.PathLike,
@@ -217,53 +269,26 @@ def check_parity(
             tokenizer = _load_tokenizer(reference)
         reference = load_for_export(reference, AutoConfig.from_pretrained(reference))
     model = reference.eval()
-    config = model.config
-    batches = _parity_batches(config, tokenizer, texts, num_samples, max_length)
+    batches = _parity_batches(model.config, tokenizer, texts, num_samples, max_length)
 
     fp32 = _session(onnx_path)
     int8 = _session(quantized_path) if quantized_path is not None else None
-    max_diff, int8_diff, agree, decisive, total = 0.0, 0.0, 0, 0, 0
-    with torch.inference_mode():
-        for batch in batches:
-            onnx_logits = _run_session(fp32, batch)
-            torch_inputs = {n.name: torch.from_numpy(batch[n.name]) for n in fp32.get_inputs()}
-            torch_logits = model(**torch_inputs).logits.float().numpy()
-            if onnx_logits.shape != torch_logits.shape:
-                raise ParityError(
-                    f"ONNX logits have shape {onnx_logits.shape}, PyTorch logits {torch_logits.shape}: "
-                    f"{onnx_path} was not exported from this model."
-                )
-            mask = predicted_positions(batch, onnx_logits)
-            max_diff = max(max_diff, float(np.abs(onnx_logits - torch_logits)[mask].max(initial=0.0)))
-            if int8 is not None:
-                q_logits = _run_session(int8, batch)
-                int8_diff = max(int8_diff, float(np.abs(q_logits - onnx_logits)[mask].max(initial=0.0)))
-                agree += int((q_logits.argmax(-1) == onnx_logits.argmax(-1))[mask].sum())
-                decisive += int(decisive_agreement(onnx_logits, q_logits, tie_margin)[mask].sum())
-                total += int(mask.sum())
-
-    report = ParityReport(
-        num_samples=sum(len(b["input_ids"]) for b in batches),
-        max_abs_diff=int8_diff if int8 is not None else max_diff,
-        agreement=agree / total if int8 is not None else None,
-        threshold_max_abs_diff=max_abs_diff if int8 is None else None,
-        threshold_min_agreement=min_agreement if int8 is not None else None,
-        decisive_agreement=decisive / total if int8 is not None else None,
-        tie_margin=tie_margin if int8 is not None else None,
-    )
-    if not max_diff <= max_abs_diff:  # also catches NaN
+    tally = _compare_batches(model, fp32, int8, batches, onnx_path, tie_margin)
+    num_inputs = sum(len(b["input_ids"]) for b in batches)
+    report = _report(tally, num_inputs, int8 is not None, max_abs_diff, min_agreement, tie_margin)
+    if not tally.max_diff <= max_abs_diff:  # also catches NaN
         raise ParityError(
-            f"{Path(onnx_path).name} does not reproduce the PyTorch model: max |logit difference| = {max_diff:.3g} "
-            f"over {report.num_samples} inputs, above max_abs_diff={max_abs_diff:g}. The export is wrong, or "
-            "the difference is expected and the threshold can be raised with --max_abs_diff.",
-            replace(report, max_abs_diff=max_diff, threshold_max_abs_diff=max_abs_diff),
+            f"{Path(onnx_path).name} does not reproduce the PyTorch model: max |logit difference| = "
+            f"{tally.max_diff:.3g} over {report.num_samples} inputs, above max_abs_diff={max_abs_diff:g}. The "
+            "export is wrong, or the difference is expected and the threshold can be raised with --max_abs_diff.",
+            replace(report, max_abs_diff=tally.max_diff, threshold_max_abs_diff=max_abs_diff),
         )
     if report.decisive_agreement is not None and report.decisive_agreement < min_agreement:
         raise ParityError(
             f"{Path(quantized_path).name} agrees with the fp32 model on only {report.decisive_agreement:.2%} of "
-            f"top-1 predictions ({decisive}/{total}, near-ties within {tie_margin:g} not counted), below "
-            f"min_agreement={min_agreement:g}. Try --per_channel, another --quantize mode or --calibration_method, "
-            "or lower the threshold with --min_agreement.",
+            f"top-1 predictions ({tally.decisive}/{tally.total}, near-ties within {tie_margin:g} not counted), "
+            f"below min_agreement={min_agreement:g}. Try --per_channel, another --quantize mode or "
+            "--calibration_method, or lower the threshold with --min_agreement.",
             report,
         )
     return report

@@ -102,23 +102,8 @@ def _remap_tokenizer_json(state: dict, new_id: dict[int, int]) -> dict:
     return state
 
 
-def trim_vocabulary(
-    model_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    texts: Sequence[str],
-    *,
-    max_length: int | None = None,
-    keep_quantization_ranges: bool = True,
-    check_logits_on: int = 64,
-) -> VocabularyTrim:
-    """Write to `output_dir` a copy of the model in `model_dir` whose vocabulary holds only what `texts` use.
-
-    Raises:
-        ValueError: the tokenizer is not a fast WordPiece tokenizer, the model ties its input embeddings to an
-            output layer, or the check fails (a text tokenizes differently, or logits change).
-    """
-    if not texts:
-        raise ValueError("trim_vocabulary needs the task's texts: with none, every token would be dropped.")
+def _load_wordpiece_model(model_dir: str | os.PathLike):
+    """(fast tokenizer, its `tokenizers` JSON state, classifier in eval mode) of a WordPiece model folder."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise ValueError(
@@ -136,24 +121,24 @@ def trim_vocabulary(
         raise ValueError(
             "The model has an output embedding layer (a language-model head); trim a classifier."
         )
-    embeddings = model.get_input_embeddings()
-    weight = embeddings.weight.detach()  # (vocab, hidden)
+    return tokenizer, state, model
 
-    original = _token_ids(tokenizer, texts, max_length)
+
+def _ids_to_keep(tokenizer, original: list[list[int]], weight: torch.Tensor, keep_quantization_ranges: bool):
+    """(ids the texts and special tokens use, every id kept: those plus the embedding columns' extreme rows)."""
     used = {i for ids in original for i in ids} | set(tokenizer.all_special_ids)
     used |= {i for i in tokenizer.added_tokens_decoder}
     kept = set(used)
     if keep_quantization_ranges:
         # A per-tensor range is the min / max over all columns' extremes, so these rows cover it too.
         kept |= set(weight.argmax(0).tolist()) | set(weight.argmin(0).tolist())
-    kept_ids = sorted(kept)
-    new_id = {old: new for new, old in enumerate(kept_ids)}
+    return used, kept
 
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    bytes_before = sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
-    params_before = sum(p.numel() for p in model.parameters())
 
+def _save_trimmed_model(
+    model, weight: torch.Tensor, kept_ids: list[int], new_id: dict, output_dir: Path
+) -> None:
+    """Give `model` the kept rows of its embedding matrix (vocab size and pad id follow) and save it."""
     new_embeddings = torch.nn.Embedding(len(kept_ids), weight.shape[1], padding_idx=None)
     new_embeddings.weight.data = weight[torch.tensor(kept_ids)].clone()
     model.set_input_embeddings(new_embeddings)
@@ -162,6 +147,12 @@ def trim_vocabulary(
         model.config.pad_token_id = new_id[model.config.pad_token_id]
     model.save_pretrained(output_dir)
 
+
+def _save_trimmed_tokenizer(
+    tokenizer, state: dict, kept_ids: list[int], new_id: dict, output_dir: Path
+) -> None:
+    """Save the tokenizer with its vocab cut to `kept_ids`: tokenizer.json, vocab.txt and the added-token ids of
+    tokenizer_config.json renumbered to the new ids."""
     tokenizer.save_pretrained(output_dir)
     (output_dir / "tokenizer.json").write_text(
         json.dumps(_remap_tokenizer_json(state, new_id), ensure_ascii=False)
@@ -175,6 +166,39 @@ def trim_vocabulary(
             str(new_id[int(i)]): v for i, v in tok_config["added_tokens_decoder"].items()
         }
     tok_config_path.write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n")
+
+
+def trim_vocabulary(
+    model_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    texts: Sequence[str],
+    *,
+    max_length: int | None = None,
+    keep_quantization_ranges: bool = True,
+    check_logits_on: int = 64,
+) -> VocabularyTrim:
+    """Write to `output_dir` a copy of the model in `model_dir` whose vocabulary holds only what `texts` use.
+
+    Raises:
+        ValueError: the tokenizer is not a fast WordPiece tokenizer, the model ties its input embeddings to an
+            output layer, or the check fails (a text tokenizes differently, or logits change).
+    """
+    if not texts:
+        raise ValueError("trim_vocabulary needs the task's texts: with none, every token would be dropped.")
+    tokenizer, state, model = _load_wordpiece_model(model_dir)
+    weight = model.get_input_embeddings().weight.detach()  # (vocab, hidden)
+
+    original = _token_ids(tokenizer, texts, max_length)
+    used, kept = _ids_to_keep(tokenizer, original, weight, keep_quantization_ranges)
+    kept_ids = sorted(kept)
+    new_id = {old: new for new, old in enumerate(kept_ids)}
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    bytes_before = sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
+    params_before = sum(p.numel() for p in model.parameters())
+    _save_trimmed_model(model, weight, kept_ids, new_id, output_dir)
+    _save_trimmed_tokenizer(tokenizer, state, kept_ids, new_id, output_dir)
 
     _check(model_dir, output_dir, texts, original, new_id, max_length, check_logits_on)
     report = VocabularyTrim(

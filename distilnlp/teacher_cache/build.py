@@ -15,6 +15,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..runs.artifacts import CORE_PACKAGES, package_versions
+from ..runs.folders import replace_folder
 from .fingerprint import combine, inputs_fingerprint
 from .format import (
     FORMAT_VERSION,
@@ -237,9 +238,6 @@ def write_cache(
     }
     metadata["integrity"] = metadata_digest(metadata)
     (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(output_dir)
+    replace_folder(staging, output_dir)  # atomic: the old cache stays whole until the new one is in place
     logger.info(f"Teacher cache written to {output_dir} (fingerprint {metadata['fingerprint'][:12]})")
     return TeacherCache(output_dir, metadata)
