@@ -14,7 +14,8 @@ from distilnlp.commands.arguments import DistillArguments, FinetuneArguments
 from distilnlp.commands.cli import main
 from distilnlp.commands.config import parse_config
 from distilnlp.data import DataArguments
-from distilnlp.distill.arguments import DistillationTrainingArguments, StageTrainingArguments
+from distilnlp.distill.arguments import DistillationTrainingArguments
+from distilnlp.distill.stage_arguments import StageTrainingArguments
 
 RECIPES = Path(__file__).parent.parent / "recipes"
 DISTILL_TYPES = (DistillArguments, DataArguments, DistillationTrainingArguments)

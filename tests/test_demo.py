@@ -76,7 +76,8 @@ def test_stage_configs_equal_what_the_old_flag_strings_parsed(tmp_path):
     from distilnlp.commands.arguments import DistillArguments, FinetuneArguments
     from distilnlp.commands.demo import stage_config
     from distilnlp.data import DataArguments
-    from distilnlp.distill.arguments import DistillationTrainingArguments, StageTrainingArguments
+    from distilnlp.distill.arguments import DistillationTrainingArguments
+    from distilnlp.distill.stage_arguments import StageTrainingArguments
 
     teacher_less = tmp_path / "distill.yaml"  # the demo's --teacher makes it valid, as the flag did
     teacher_less.write_text("dataset: bbc_news\nstudent_layers: 2\nwarmup_ratio: 0.1\n")

@@ -196,7 +196,7 @@ def test_recommended_recipes_parse(task, tmp_path):
     from distilnlp import DistillationTrainingArguments
     from distilnlp.commands.arguments import DistillArguments, FinetuneArguments
     from distilnlp.commands.config import parse_config
-    from distilnlp.distill.arguments import StageTrainingArguments
+    from distilnlp.distill.stage_arguments import StageTrainingArguments
 
     recipes = Path(__file__).parent.parent / "recipes"
     out = ["--output_dir", str(tmp_path)]

@@ -16,7 +16,8 @@ from safetensors import SafetensorError
 from transformers import TrainingArguments
 
 from ..data import DataArguments
-from ..distill.arguments import DistillationTrainingArguments, StageTrainingArguments
+from ..distill.arguments import DistillationTrainingArguments
+from ..distill.stage_arguments import StageTrainingArguments
 from .config import explicit_values, parse_config
 
 USAGE = """usage: distilnlp <command> [recipe.yaml] [--flag value ...]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..benchmark.stages import BenchmarkArguments
 from ..data import DataArguments
-from ..distill.arguments import DistillationTrainingArguments, StageTrainingArguments
+from ..distill.arguments import DistillationTrainingArguments
+from ..distill.stage_arguments import StageTrainingArguments
 from ..onnx import ExportArguments, ParityError
 from ..runs.artifacts import DISTILL_RESULTS_FILE, EXPORT_SUMMARY_FILE, FINETUNE_RESULTS_FILE, QUANTIZED_FILE
 from .arguments import DistillArguments, FinetuneArguments

@@ -23,7 +23,8 @@ from pathlib import Path
 from ..benchmark.frontier import choose_model, markdown_table, pareto_front, plot_frontier
 from ..benchmark.stages import BenchmarkArguments, run_benchmark, torch_stage
 from ..data import DataArguments
-from ..distill.arguments import DistillationTrainingArguments, StageTrainingArguments
+from ..distill.arguments import DistillationTrainingArguments
+from ..distill.stage_arguments import StageTrainingArguments
 from ..onnx import ExportArguments, ParityError
 from ..runs.artifacts import DISTILL_RESULTS_FILE, EXPORT_SUMMARY_FILE, ONNX_FILE, QUANTIZED_FILE
 from .arguments import DistillArguments, FinetuneArguments

@@ -7,19 +7,15 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import torch
-from transformers import TrainingArguments
-
 from .augment import AUGMENTATIONS
 from .layers import LayerMapping
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES
 from .relations import RELATION_TYPES
 from .schedules import SCHEDULES, schedule_value
+from .stage_arguments import StageTrainingArguments, has_accelerator
 from .teachers import parse_teacher_weights
 
 TEACHER_CACHE_BACKENDS = ("torch", "onnx", "onnx-int8")
-# transformers 5 dropped `warmup_ratio` (its `warmup_steps` takes a fraction instead).
-_HAS_WARMUP_RATIO = "warmup_ratio" in {f.name for f in fields(TrainingArguments)}
 # Weights of the feature losses (0 turns one off).
 FEATURE_WEIGHTS = ("hidden_weight", "attention_weight", "relation_weight")
 # Weights of the losses that need the teacher (soft targets, features): all 0 = plain fine-tuning.
@@ -51,33 +47,6 @@ def _schedule_help(name: str) -> str:
         f"How {name} moves from its start value to {name}_end over training (progress = global_step / "
         f"max_steps): one of {', '.join(SCHEDULES)}."
     )
-
-
-@dataclass
-class StageTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus the two fields distilnlp's commands and recipes rely on, which transformers 5
-    removed: `overwrite_output_dir` (start over instead of resuming) and `warmup_ratio` (translated to
-    transformers 5's fractional `warmup_steps`). On transformers 4.57 they are the parent's own fields."""
-
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={"help": "Start over in output_dir instead of resuming from its last checkpoint."},
-    )
-    warmup_ratio: float = field(
-        default=0.0, metadata={"help": "Linear warm-up over this fraction of the training steps, in [0, 1)."}
-    )
-
-    def __post_init__(self):
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
-        if self.warmup_ratio and not _HAS_WARMUP_RATIO:
-            # warmup_steps == warmup_ratio: this translation done already (a `dataclasses.replace` copy).
-            if self.warmup_steps and self.warmup_steps != self.warmup_ratio:
-                raise ValueError("Set warmup_ratio or warmup_steps, not both.")
-            self.warmup_steps = self.warmup_ratio  # transformers 5: a float in [0, 1) is a ratio
-        if not _has_accelerator():
-            self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
-        super().__post_init__()
 
 
 @dataclass
@@ -251,7 +220,7 @@ class DistillationTrainingArguments(StageTrainingArguments):
 
     def __post_init__(self):
         self.validate_distillation()
-        if not self.use_cpu and _launched_multi_process() and not _has_accelerator():
+        if not self.use_cpu and _launched_multi_process() and not has_accelerator():
             # Under `accelerate launch --multi_gpu` on a CPU-only machine, accelerate forms a gloo process
             # group only when asked for the CPU; otherwise every rank silently trains alone on all the data.
             self.use_cpu = True
@@ -409,12 +378,3 @@ def run_settings(args) -> dict[str, Any]:
 
 def _launched_multi_process() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def _has_accelerator() -> bool:
-    xpu = getattr(torch, "xpu", None)
-    return (
-        torch.cuda.is_available()
-        or torch.backends.mps.is_available()
-        or (xpu is not None and xpu.is_available())
-    )
