@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from tiny import save_tiny_model, write_topic_csv
 from transformers import AutoModelForSequenceClassification
@@ -161,6 +162,10 @@ def test_finetune_then_distill_end_to_end(tmp_path, capsys):
         "knowledge-distillation",
     ):
         assert expected in card, expected
+    data = ModelCard.load(student_dir / "README.md").data  # Hub metadata; a local teacher is no base_model
+    assert "distillation" in data.tags and data.base_model is None and data.metrics == ["accuracy", "f1"]
+    scores = {r.metric_type: r.metric_value for r in data.eval_results}
+    assert scores["accuracy"] == results["student_test_accuracy"]
 
 
 def test_distill_resumes_from_the_last_checkpoint(tmp_path):

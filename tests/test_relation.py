@@ -20,7 +20,7 @@ from transformers import (
 
 from distilnlp import DistillationTrainer
 from distilnlp.distill.losses import logit_kl_loss, relation_kl_loss
-from distilnlp.distill.model_card import render_model_card
+from distilnlp.distill.model_card import build_model_card
 
 
 def loop_relation_kl(student, teacher, lengths, heads):
@@ -117,7 +117,7 @@ def test_trainer_loss_adds_the_weighted_relation_loss(tmp_path, overrides, pair,
     assert relation.item() > 0
     summary = trainer.distillation_summary()["losses"]
     assert summary["relation_layers"] == [list(pair)] and summary["relation_heads"] == heads
-    card = render_model_card(trainer.distillation_summary(), None, "student")
+    card = str(build_model_card(trainer.distillation_summary(), "student"))
     assert "+ relation_weight * relation" in card and f"over {heads} relation heads" in card
 
 

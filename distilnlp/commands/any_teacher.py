@@ -197,7 +197,7 @@ def distill_from_soft_labels(
     )
     results = {
         **evaluate_on(student, tokenized["test"], tokenizer, args, "student_test"),
-        **trainer.distillation_summary(),
+        **trainer.distillation_summary(plan.changes),
         "labels": names,
         "data": data_record(data_args),
         "soft_labels": cache.metadata["soft_labels"],

@@ -228,7 +228,7 @@ def _distill(distill_args, data_args, args, plan: ResumePlan, settings: dict) ->
     results = {
         **scores,
         **evaluate_on(student, student_side.tokenized["test"], student_side.tokenizer, args, "student_test"),
-        **trainer.distillation_summary(),
+        **trainer.distillation_summary(plan.changes),
         "labels": names,
         "data": data_record(data_args),
         "cross_tokenizer": student_side.cross_tokenizer,

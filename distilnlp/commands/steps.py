@@ -135,11 +135,10 @@ def load_student(distill_args: DistillArguments, id2label: dict, attn_implementa
 
 
 def train_student(student, teacher, args, plan: ResumePlan, run_settings, trainer_kwargs: dict):
-    """A `DistillationTrainer` trained from the plan's checkpoint (changed settings go into the card)."""
+    """A `DistillationTrainer` trained from the plan's checkpoint."""
     trainer = DistillationTrainer(
         model=student, teacher_model=teacher, args=args, callbacks=[run_settings], **trainer_kwargs
     )
-    trainer.changed_settings = plan.changes  # recorded in the model card
     trainer.train(resume_from_checkpoint=plan.checkpoint)
     trainer.save_state()
     return trainer
@@ -147,16 +146,10 @@ def train_student(student, teacher, args, plan: ResumePlan, run_settings, traine
 
 def save_student(trainer: DistillationTrainer, args, results: dict) -> dict:
     """Save the student with its model card (test scores of `results`) and results JSON; push if asked."""
-    trainer.model_card_scores = {
-        f"{role} {metric} (test)": results[f"{role}_test_{key}"]
-        for role in ("teacher", "student")
-        for metric, key in (("accuracy", "accuracy"), ("macro-F1", "f1"))
-        if f"{role}_test_{key}" in results
-    }
     trainer.save_model()
-    trainer.create_model_card()
+    trainer.create_model_card(results=results)
     if trainer.is_world_process_zero():
         write_json(Path(args.output_dir) / DISTILL_RESULTS_FILE, results)
     if args.push_to_hub:
-        trainer.push_to_hub()
+        trainer.push_to_hub(results=results)  # passed on to create_model_card: the same card
     return results

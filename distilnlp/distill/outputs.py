@@ -12,7 +12,7 @@ import torch
 
 from .arguments import FEATURE_WEIGHTS
 from .layers import PROJECTIONS_FILE, split_projection_state
-from .model_card import distillation_summary, render_model_card
+from .model_card import build_model_card, distillation_summary
 
 logger = logging.getLogger(__name__)
 
@@ -77,20 +77,27 @@ class DistillationOutputsMixin:
 
     # ------------------------------------------------------------------------------------------ model card
 
-    def distillation_summary(self) -> dict:
-        """How the student was taught: teacher, shapes, losses and weights, layer mapping, training settings."""
-        return distillation_summary(self)
+    def distillation_summary(self, changed_on_resume: dict | None = None) -> dict:
+        """How the student was taught: teacher, shapes, losses and weights, layer mapping, training settings;
+        `changed_on_resume` is {setting: [before, after]} for a run resumed with other settings."""
+        return distillation_summary(self, changed_on_resume)
 
-    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
-        """Write README.md in output_dir: the distillation model card (also what `push_to_hub` uploads)."""
+    def create_model_card(self, model_name: str | None = None, results: dict | None = None, **kwargs) -> None:
+        """Write README.md in output_dir: the distillation model card (also what `push_to_hub` uploads, which
+        passes its keyword arguments on: `push_to_hub(results=...)`).
+
+        `results`: the summary and test scores as in distill_results.json (default: `distillation_summary()`,
+        no scores). `tags`, `license` and `language` go into the card's metadata; other arguments are ignored.
+        """
         if not self.is_world_process_zero():
             return
         name = model_name or self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
-        summary = self.distillation_summary()
-        if summary["teacher_shape"] is None and summary["teacher_cache"] is None:
+        results = results if results is not None else self.distillation_summary()
+        if results["teacher_shape"] is None and results["teacher_cache"] is None:
             logger.warning("No model card: the teacher is unknown (pass teacher_model or use teacher_cache).")
             return
-        card = render_model_card(summary, self.model_card_scores, name)
+        metadata = {key: kwargs[key] for key in ("license", "language") if kwargs.get(key) is not None}
+        tags = kwargs.get("tags") or []
+        card = build_model_card(results, name, [tags] if isinstance(tags, str) else tags, **metadata)
         os.makedirs(self.args.output_dir, exist_ok=True)
-        with open(os.path.join(self.args.output_dir, "README.md"), "w") as f:
-            f.write(card)
+        card.save(os.path.join(self.args.output_dir, "README.md"))
