@@ -90,7 +90,6 @@ class DistillationTrainer(TrainerSetupMixin, DistillationLossTermsMixin, Distill
         self.teacher_model = feature_teacher_of(self.teachers, args.feature_teacher)
         self._window_counts: ItemCounts | None = None
         self._augmenter = self._make_augmenter(args, model)
-        self.model_card_scores: dict[str, float] | None = None  # test scores for the model card, if known
         self._component_totals = {"train": defaultdict(float), "eval": defaultdict(float)}
         self._component_steps = {"train": 0, "eval": 0}
 
