@@ -30,7 +30,6 @@ import torch
 from tqdm.auto import tqdm
 from transformers import (
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -40,8 +39,8 @@ from ..distill.teachers import align_logits, label_names_of, label_permutation
 from ..runs.artifacts import BENCHMARK_JSON_FILE as JSON_FILE
 from ..runs.artifacts import BENCHMARK_MARKDOWN_FILE as MARKDOWN_FILE
 from ..runs.artifacts import BENCHMARK_PLOT_FILE as PLOT_FILE
-from ..runs.artifacts import CORE_PACKAGES, ONNX_FILE, ONNX_PACKAGES, has_tokenizer, package_versions
-from ..runs.model_files import load_model_folder
+from ..runs.artifacts import CORE_PACKAGES, ONNX_FILE, ONNX_PACKAGES, package_versions
+from ..runs.model_files import load_model_folder, saved_tokenizer
 from .metrics import classification_scores
 from .report import add_reference_ratios, markdown_table, plot
 
@@ -128,12 +127,10 @@ class Stage:
 
 def own_tokenizer(folder: str | os.PathLike, stage: str) -> PreTrainedTokenizerBase | None:
     """The tokenizer saved in a stage's model folder; None (with a warning) when it has none."""
-    error = "no tokenizer files"
-    if has_tokenizer(folder):
-        try:
-            return AutoTokenizer.from_pretrained(folder)
-        except (OSError, ValueError, TypeError) as err:
-            error = str(err).splitlines()[0][:100]
+    try:
+        return saved_tokenizer(folder)
+    except (OSError, ValueError, TypeError) as err:
+        error = str(err).splitlines()[0][:100]
     logger.warning(
         f"Stage {stage!r}: {folder} has no tokenizer ({error}); its texts are encoded with the benchmark's "
         "tokenizer (the teacher's)."

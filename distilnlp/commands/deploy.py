@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig
 
 from ..benchmark.stages import BenchmarkArguments, onnx_stage, run_benchmark, torch_stage
 from ..data import DataArguments, label_names, load_task_data
@@ -24,9 +24,8 @@ from ..runs.artifacts import (
     ONNX_FILE,
     OPTIMIZED_FILE,
     QUANTIZED_FILE,
-    TOKENIZER_FILES,
-    has_tokenizer,
 )
+from ..runs.model_files import saved_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +55,7 @@ def _texts_and_labels(
 
 def load_tokenizer(folder: str | Path, role: str):
     try:
-        if not has_tokenizer(folder):  # else transformers 5 builds an empty one from config.json
-            raise OSError(f"none of {', '.join(TOKENIZER_FILES)}")
-        return AutoTokenizer.from_pretrained(folder)
+        return saved_tokenizer(folder)
     except (OSError, ValueError, TypeError) as error:
         raise FileNotFoundError(
             f"The {role} folder {folder} has no usable tokenizer ({str(error).splitlines()[0][:100]}); save it "

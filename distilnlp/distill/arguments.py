@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..runs.artifacts import TEACHER_CACHE_BACKENDS
 from .augment import AUGMENTATIONS
 from .layers import LayerMapping
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES
@@ -15,7 +16,6 @@ from .schedules import SCHEDULES, schedule_value
 from .stage_arguments import StageTrainingArguments, has_accelerator
 from .teachers import parse_teacher_weights
 
-TEACHER_CACHE_BACKENDS = ("torch", "onnx", "onnx-int8")
 # Weights of the feature losses (0 turns one off).
 FEATURE_WEIGHTS = ("hidden_weight", "attention_weight", "relation_weight")
 # Weights of the losses that need the teacher (soft targets, features): all 0 = plain fine-tuning.

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from ..runs.model_files import saved_tokenizer
 from .tasks import load_for_export
 
 logger = logging.get_logger(__name__)
@@ -64,7 +65,7 @@ class ParityReport:
 
 def _load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase | None:
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return saved_tokenizer(path)
     except (OSError, ValueError, TypeError) as err:
         logger.warning(f"No tokenizer loaded from {path} ({err}); using synthetic token ids.")
         return None

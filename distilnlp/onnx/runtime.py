@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig
 
 from ..runs.artifacts import ONNX_FILE, QUANTIZED_FILE, has_tokenizer
+from ..runs.model_files import saved_tokenizer
 from .tasks import _task
 
 
@@ -61,8 +62,8 @@ class OnnxClassifier:
                 f"--output {folder}"
             )
         tokenizer = None  # logits() on encoded batches still works without one; __call__ says why not
-        if has_tokenizer(folder):  # else transformers 5 would build an empty one (special tokens only)
-            tokenizer = AutoTokenizer.from_pretrained(folder)
+        if has_tokenizer(folder):  # logits() on encoded batches works without one
+            tokenizer = saved_tokenizer(folder)
         return cls(folder / file_name, tokenizer, AutoConfig.from_pretrained(folder), num_threads)
 
     def logits(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:

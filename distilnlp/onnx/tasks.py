@@ -6,15 +6,15 @@ import os
 
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, PretrainedConfig
 
+from ..runs.model_files import model_task
+
 
 def _task(config: PretrainedConfig) -> str:
     """'sequence-classification' or 'token-classification', from the config's architecture."""
     architectures = config.architectures or []
-    for arch in architectures:
-        if arch.endswith("ForSequenceClassification"):
-            return "sequence-classification"
-        if arch.endswith("ForTokenClassification"):
-            return "token-classification"
+    task = model_task(architectures)
+    if task is not None:
+        return task
     raise ValueError(
         f"Cannot export architectures {architectures}: supported are *ForSequenceClassification and "
         "*ForTokenClassification models."

@@ -33,6 +33,9 @@ BENCHMARK_JSON_FILE = "benchmark.json"
 BENCHMARK_MARKDOWN_FILE = "benchmark.md"
 BENCHMARK_PLOT_FILE = "benchmark.png"
 
+# How a missing teacher cache can be built (distill's `--teacher_cache_backend`, teacher_cache.compute_teacher_logits).
+TEACHER_CACHE_BACKENDS = ("torch", "onnx", "onnx-int8")
+
 CORE_PACKAGES = ("torch", "transformers", "datasets", "accelerate")
 ONNX_PACKAGES = ("onnx", "onnxruntime")
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-__all__ = ["DamagedWeightsError", "load_model_folder", "open_weights"]
+from .artifacts import TOKENIZER_FILES, has_tokenizer
+
+__all__ = ["DamagedWeightsError", "load_model_folder", "model_task", "open_weights", "saved_tokenizer"]
 
 
 class DamagedWeightsError(ValueError):
@@ -69,3 +71,24 @@ def load_model_folder(loader, path: str | os.PathLike, role: str, **kwargs):
             f"Cannot load the {role} from {path!r}: {where} ({str(error).splitlines()[0][:120]}). Pass the "
             "folder written by `distilnlp finetune` / `distill` (config.json, weights and tokenizer files)."
         ) from error
+
+
+def saved_tokenizer(folder: str | os.PathLike):
+    """The tokenizer saved in `folder`; OSError when it holds none of `TOKENIZER_FILES` (transformers 5 would
+    otherwise build an empty one, special tokens only, from a bare config.json and encode every text as [UNK])."""
+    from transformers import AutoTokenizer
+
+    if not has_tokenizer(folder):
+        raise OSError(f"none of {', '.join(TOKENIZER_FILES)}")
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def model_task(architectures: list[str]) -> str | None:
+    """'sequence-classification' or 'token-classification' from a config's `architectures` (or a model class
+    name); None for any other head."""
+    for arch in architectures:
+        if arch.endswith("ForSequenceClassification"):
+            return "sequence-classification"
+        if arch.endswith("ForTokenClassification"):
+            return "token-classification"
+    return None

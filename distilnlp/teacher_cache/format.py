@@ -54,6 +54,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..data.task import label_names_of
 from ..runs.artifacts import TEACHER_CACHE_METADATA_FILE as METADATA_FILE  # noqa: F401 (re-exported)
 from ..runs.artifacts import TEACHER_LOGITS_COLUMN
+from ..runs.model_files import model_task
 from .fingerprint import combine, inputs_fingerprint, teachers_fingerprint, tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -163,16 +164,6 @@ def _content_digest(split: Dataset) -> str:
     return digest.hexdigest()
 
 
-def _task_of(architectures: list[str]) -> str:
-    for task, suffix in (
-        ("sequence-classification", "ForSequenceClassification"),
-        ("token-classification", "ForTokenClassification"),
-    ):
-        if any(a.endswith(suffix) for a in architectures):
-            return task
-    return "unknown"
-
-
 def _parameter_count(folder: Path) -> int:
     """Number of weights stored in a model folder's safetensors files (read from their headers)."""
     from ..runs.model_files import open_weights
@@ -190,10 +181,13 @@ def _teacher_summary(teacher: PreTrainedModel | str | os.PathLike) -> dict:
 
     if isinstance(teacher, PreTrainedModel):
         config, name = teacher.config, teacher.config._name_or_path or type(teacher).__name__
-        task, parameters = _task_of([type(teacher).__name__]), teacher.num_parameters()
+        task, parameters = model_task([type(teacher).__name__]) or "unknown", teacher.num_parameters()
     else:
         config, name = AutoConfig.from_pretrained(teacher), str(teacher)
-        task, parameters = _task_of(config.architectures or []), _parameter_count(Path(teacher))
+        task, parameters = (
+            model_task(config.architectures or []) or "unknown",
+            _parameter_count(Path(teacher)),
+        )
     return {
         "name": name,
         "task": task,

@@ -33,11 +33,12 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from ..runs.artifacts import TEACHER_CACHE_BACKENDS
 from .fingerprint import MODEL_INPUT_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = TEACHER_CACHE_BACKENDS
 
 
 @dataclass
