@@ -34,6 +34,9 @@ commands:
              --min_retention of the teacher's accuracy
   search     tune temperature / alpha / loss weights with Optuna; writes the best as a runnable recipe
   recipes    list the bundled recipes (use one by name: distilnlp distill distill_bbc_news)
+  distill-embeddings   distill a small sentence embedder from a sentence-transformers teacher on unlabelled text
+  evaluate-embeddings  MODEL [--teacher minilm]: BBC News topic / sentence classification, clustering, retrieval
+  (`distilnlp export` of a sentence-transformers folder writes an ONNX embedder: fp32 + cosine-gated int8)
 
 `distilnlp <command> --help` lists every flag; a YAML recipe may set any of them (see recipes/).
 `distilnlp --version` prints the version.
@@ -101,7 +104,7 @@ def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
 # torch.save's zip writer failing its write check (`[enforce fail at inline_container.cc:672] . unexpected pos
 # 576 vs 534`, or `PytorchStreamWriter failed writing file ...`; torch gives no errno).
 DISK_FULL_TEXTS = ("No space left on device", "os error 28", "PytorchStreamWriter failed writing")
-TRAINING_COMMANDS = ("demo", "finetune", "distill", "search", "sweep")
+TRAINING_COMMANDS = ("demo", "finetune", "distill", "search", "sweep", "distill-embeddings")
 
 
 def _chain(error: BaseException | None):
@@ -183,6 +186,10 @@ def _demo(argv: list[str]) -> int:
 def _export(argv: list[str]) -> int:
     from ..onnx import ExportArguments
     from .deploy import ExportTargetArguments, export_with_task_data
+    from .embeddings import looks_like_sentence_export
+
+    if looks_like_sentence_export(argv):
+        return _export_embeddings(argv)
 
     if argv and not argv[0].startswith("-") and not argv[0].endswith((".yaml", ".yml")):
         argv = ["--model_dir", argv[0], *argv[1:]]  # `distilnlp export MODEL_DIR --output OUT_DIR`
@@ -256,6 +263,44 @@ def _recipes(argv: list[str]) -> int:
     return 0
 
 
+def _export_embeddings(argv: list[str]) -> int:
+    from ..onnx.embedding_export import EmbeddingExportArguments, export_embedder
+    from .embeddings import export_texts
+
+    if argv and not argv[0].startswith("-"):
+        argv = ["--model_dir", argv[0], *argv[1:]]
+    (args,) = parse((EmbeddingExportArguments,), argv, prog="distilnlp export")
+    summary = export_embedder(args, export_texts(args.gate_texts))
+    print(f"fp32 parity: max |difference| {summary['parity']['fp32']['max_abs_diff']:.2e}")
+    if "int8" in summary:
+        chosen = next(a for a in summary["int8"]["attempts"] if a["name"] == summary["int8"]["chosen"])
+        print(f"int8 graph {chosen['name']}: mean cosine to fp32 {chosen['mean_cosine']:.4f}")
+    print(f"ONNX embedder written to {args.output_dir}")
+    return 0
+
+
+def _distill_embeddings(argv: list[str]) -> int:
+    from ..distill.embedding_trainer import EmbeddingDistillationArguments
+    from .embedding_distill import EmbeddingDistillArguments, distill_embeddings
+
+    args, training_args = parse(
+        (EmbeddingDistillArguments, EmbeddingDistillationArguments), argv, prog="distilnlp distill-embeddings"
+    )
+    record = distill_embeddings(args, training_args)
+    print(f"student ({record['texts']} texts) saved to {training_args.output_dir}")
+    return 0
+
+
+def _evaluate_embeddings(argv: list[str]) -> int:
+    from .embeddings import EvaluateEmbeddingsArguments, evaluate_embeddings
+
+    if argv and not argv[0].startswith("-"):
+        argv = ["--model", argv[0], *argv[1:]]
+    (args,) = parse((EvaluateEmbeddingsArguments,), argv, prog="distilnlp evaluate-embeddings")
+    print(evaluate_embeddings(args)["markdown"])
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "demo": _demo,
     "finetune": _finetune,
@@ -266,6 +311,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "search": _search,
     "sweep": _sweep,
     "recipes": _recipes,
+    "distill-embeddings": _distill_embeddings,
+    "evaluate-embeddings": _evaluate_embeddings,
 }
 
 

@@ -8,6 +8,7 @@ from .atomic import export_model  # the writer in `export`, built aside and move
 from .export import ExportResult
 from .parity import ParityError, ParityReport, check_parity
 from .quantize import default_preset
+from .embedder import OnnxEmbedder
 from .runtime import OnnxClassifier
 from .torch_export import export_teacher  # the teacher cache's ONNX backends (`onnx_export`)
 
@@ -16,6 +17,7 @@ __all__ = [
     "ExportResult",
     "ExportTexts",
     "OnnxClassifier",
+    "OnnxEmbedder",
     "ParityError",
     "ParityReport",
     "check_parity",

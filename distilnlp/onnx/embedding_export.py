@@ -1,6 +1,6 @@
 """`distilnlp export` of a sentence-transformers folder: fp32 + int8 ONNX sentence embedders, gated.
 
-    export_embedder(EmbeddingExportSettings("emb-l2", "emb-l2-onnx"), texts)
+    export_embedder(EmbeddingExportArguments("emb-l2", "emb-l2-onnx"), texts)
 
 Writes `model.onnx` (fp32: encoder, pooling, Dense, normalization; output `sentence_embedding`), checked against
 the `SentenceTransformer` (max |difference| <= `max_abs_diff`); `model_quantized.onnx`, the first int8 graph of the
@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +45,21 @@ FALLBACK_TEXTS = (
 
 
 @dataclass
-class EmbeddingExportSettings:
-    model_dir: str
-    output_dir: str
-    quantize: bool = True
-    min_cosine: float = 0.99  # mean cosine of int8 to fp32 embeddings
-    max_abs_diff: float = 1e-4  # fp32 ONNX vs PyTorch
-    max_length: int | None = None  # default: the model's max_seq_length
+class EmbeddingExportArguments:
+    """`distilnlp export` of a sentence-transformers folder (parse with `HfArgumentParser`)."""
+
+    model_dir: str = field(metadata={"help": "A sentence-transformers folder (e.g. `distill-embeddings`' output)."})
+    output_dir: str = field(metadata={"help": "Folder to write the ONNX embedder to.", "aliases": ["--output"]})
+    quantize: bool = field(default=True, metadata={"help": "Also write the gated int8 graph model_quantized.onnx."})
+    min_cosine: float = field(
+        default=0.99, metadata={"help": "Least mean cosine of the int8 embeddings to the fp32 graph's."}
+    )
+    max_abs_diff: float = field(default=1e-4, metadata={"help": "Largest |fp32 ONNX - PyTorch| embedding value."})
+    max_length: int | None = field(default=None, metadata={"help": "Token limit (default: the model's)."})
+    gate_texts: int = field(
+        default=128, metadata={"help": "How many bundled BBC evaluation texts the checks embed (0: a few built in)."}
+    )
+    overwrite: bool = field(default=False, metadata={"help": "Export into a non-empty folder that is no export."})
 
 
 def _embed(model, texts: Sequence[str]) -> np.ndarray:
@@ -72,7 +80,7 @@ def _int8_attempts(fp32: Path, config, work: Path) -> list[tuple[str, Path, Quan
     return attempts
 
 
-def _choose_int8(settings: EmbeddingExportSettings, config, staging: Path, texts, reference) -> dict:
+def _choose_int8(settings: EmbeddingExportArguments, config, staging: Path, texts, reference) -> dict:
     """Quantize along the chain until the gate passes; the chosen graph is staging/QUANTIZED_FILE."""
     tried = []
     with tempfile.TemporaryDirectory() as work:
@@ -98,7 +106,7 @@ def embed_graph(path: Path, folder: Path, max_length: int | None, texts: Sequenc
     return OnnxEmbedder(folder, str(path), num_threads=1, max_length=max_length).encode(texts, batch_size=16)
 
 
-def write_embedding_export(settings: EmbeddingExportSettings, texts: Sequence[str], staging: Path) -> dict:
+def write_embedding_export(settings: EmbeddingExportArguments, texts: Sequence[str], staging: Path) -> dict:
     """Everything of the export into `staging` (which must not exist); returns the summary."""
     model = load_sentence_model(settings.model_dir, role="model")
     if settings.max_length:
@@ -130,13 +138,11 @@ def write_embedding_export(settings: EmbeddingExportSettings, texts: Sequence[st
     return summary
 
 
-def export_embedder(
-    settings: EmbeddingExportSettings, texts: Sequence[str] = (), *, overwrite: bool = False
-) -> dict:
+def export_embedder(settings: EmbeddingExportArguments, texts: Sequence[str] = ()) -> dict:
     """Export the sentence-transformers folder `settings.model_dir` into `settings.output_dir` (built aside,
     moved in when checked). Returns the summary written to its distilnlp_export.json."""
     model_dir, target = Path(settings.model_dir), Path(settings.output_dir)
-    check_target(target, model_dir, overwrite)
+    check_target(target, model_dir, settings.overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
     staging = target.parent / f"{EXPORT_STAGING_PREFIX}{target.name}-{os.getpid()}"
