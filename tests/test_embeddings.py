@@ -21,9 +21,15 @@ def save_encoder(path, hidden=32, layers=2, seed=0, init=0.2):
     tokenizer = wordpiece_tokenizer(EXPORT_WORDS, model_max_length=64)
     tokenizer.save_pretrained(path)
     config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-        intermediate_size=2 * hidden, max_position_embeddings=64, initializer_range=init,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+        initializer_range=init,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     torch.manual_seed(seed)
     BertModel(config).eval().save_pretrained(path)
@@ -70,7 +76,11 @@ def test_sentence_folder_keeps_its_pooling_and_rejects_a_conflicting_flag(tmp_pa
     folder = save_sentence_teacher(tmp_path / "st", pooling="cls", normalize=True)
     model = load_sentence_model(folder)
     assert describe_pooling(model) | {"max_seq_length": 0} == {
-        "pooling": "cls", "normalize": True, "dense": False, "dimension": 32, "max_seq_length": 0
+        "pooling": "cls",
+        "normalize": True,
+        "dense": False,
+        "dimension": 32,
+        "max_seq_length": 0,
     }
     assert np.allclose(np.linalg.norm(model.encode(["w1 w2"]), axis=1), 1.0, atol=1e-6)
     with pytest.raises(ValueError, match="conflicts with .*'cls'"):
@@ -124,7 +134,10 @@ def _rows(student, teacher, sample):
 
 
 def _trainer(tmp_path, student, teacher, sample, **fields):
-    from distilnlp.distill.embedding_trainer import EmbeddingDistillationArguments, EmbeddingDistillationTrainer
+    from distilnlp.distill.embedding_trainer import (
+        EmbeddingDistillationArguments,
+        EmbeddingDistillationTrainer,
+    )
 
     args = EmbeddingDistillationArguments(
         output_dir=str(tmp_path), report_to=[], save_strategy="no", logging_steps=1, seed=0, **fields
@@ -145,9 +158,18 @@ def test_accumulation_gives_the_gradients_of_one_batch(tmp_path):
         torch.manual_seed(0)
         student = create_sentence_student(teacher, 1)
         trainer = _trainer(
-            tmp_path / name, student, teacher, sample, per_device_train_batch_size=batch,
-            gradient_accumulation_steps=steps, max_steps=2, learning_rate=0.5, optim="sgd",
-            lr_scheduler_type="constant", cosine_weight=1.0, dataloader_drop_last=False,
+            tmp_path / name,
+            student,
+            teacher,
+            sample,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=steps,
+            max_steps=2,
+            learning_rate=0.5,
+            optim="sgd",
+            lr_scheduler_type="constant",
+            cosine_weight=1.0,
+            dataloader_drop_last=False,
         )
         trainer.train()
         finals[name] = {k: v.detach().clone() for k, v in student.state_dict().items()}
@@ -170,12 +192,22 @@ def test_distilled_student_saves_as_a_sentence_transformers_folder(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(texts(40, seed=2)) + "\n")
     args = EmbeddingDistillArguments(
-        teacher=str(teacher_dir), student_layers=1, transfer_dataset=str(corpus), window_words="4,16",
+        teacher=str(teacher_dir),
+        student_layers=1,
+        transfer_dataset=str(corpus),
+        window_words="4,16",
         teacher_cache=str(tmp_path / "cache"),
     )
     training = EmbeddingDistillationArguments(
-        output_dir=str(tmp_path / "student"), report_to=[], save_strategy="no", max_steps=6, logging_steps=1,
-        per_device_train_batch_size=8, learning_rate=1e-2, similarity_weight=1.0, cosine_weight=1.0,
+        output_dir=str(tmp_path / "student"),
+        report_to=[],
+        save_strategy="no",
+        max_steps=6,
+        logging_steps=1,
+        per_device_train_batch_size=8,
+        learning_rate=1e-2,
+        similarity_weight=1.0,
+        cosine_weight=1.0,
     )
     record = distill_embeddings(args, training)
     assert record["train_loss"][-1] < record["train_loss"][0]
@@ -202,7 +234,9 @@ def test_a_narrower_student_model_gets_a_projection_to_the_teachers_width(tmp_pa
     student.save(str(tmp_path / "saved"))
     sample = texts(3, seed=4)
     np.testing.assert_allclose(
-        SentenceTransformer(str(tmp_path / "saved"), device="cpu").encode(sample), student.encode(sample), atol=1e-6
+        SentenceTransformer(str(tmp_path / "saved"), device="cpu").encode(sample),
+        student.encode(sample),
+        atol=1e-6,
     )
 
 
@@ -214,7 +248,9 @@ def test_teacher_embeddings_are_cached_by_fingerprint(tmp_path, monkeypatch):
     sample = texts(10)
     first = cache.cached_teacher_embeddings(teacher, sample, tmp_path / "c", fp16=True)
     monkeypatch.setattr(cache, "encode_teacher", lambda *a, **k: pytest.fail("the cache was not read"))
-    np.testing.assert_array_equal(cache.cached_teacher_embeddings(teacher, sample, tmp_path / "c", fp16=True), first)
+    np.testing.assert_array_equal(
+        cache.cached_teacher_embeddings(teacher, sample, tmp_path / "c", fp16=True), first
+    )
     np.testing.assert_allclose(first, teacher.encode(sample), atol=1e-3)  # fp16 storage
     assert cache.embedding_fingerprint(teacher, sample) != cache.embedding_fingerprint(teacher, sample[1:])
 
@@ -229,7 +265,9 @@ def test_onnx_embedder_matches_pytorch_and_the_int8_gate_passes(tmp_path):
     from distilnlp.runs.sentence_folder import load_sentence_model
 
     folder = save_sentence_teacher(tmp_path / "st", layers=2)
-    summary = export_embedder(EmbeddingExportArguments(str(folder), str(tmp_path / "onnx")), texts(32, seed=5))
+    summary = export_embedder(
+        EmbeddingExportArguments(str(folder), str(tmp_path / "onnx")), texts(32, seed=5)
+    )
     sample = texts(12, seed=6)
     reference = load_sentence_model(folder).encode(sample)
     fp32 = OnnxEmbedder(tmp_path / "onnx", "model.onnx").encode(sample, batch_size=5)

@@ -53,11 +53,11 @@ class EvaluationData:
         texts, labels, _, parts = bbc_article_parts()
         articles = np.sort(np.concatenate([parts["train"], parts["validation"], parts["test"]]))
         test = set(parts["test"].tolist())
-        headlines, bodies = zip(*(_headline_and_body(texts[i]) for i in articles.tolist()))
+        headlines, bodies = zip(*(_headline_and_body(texts[i]) for i in articles.tolist()), strict=True)
         sentences = load_bbc_task(BBC_NEWS_SENTENCES)
         rng = np.random.default_rng(seed)
         picked = {}
-        for split, cap in zip(("train", "test"), max_sentences):
+        for split, cap in zip(("train", "test"), max_sentences, strict=True):
             rows = sentences[split]
             keep = np.sort(rng.permutation(len(rows))[: min(cap, len(rows))])
             picked[split] = rows.select(keep)
@@ -119,7 +119,10 @@ def retrieval_scores(queries: np.ndarray, documents: np.ndarray, k: int = 10) ->
     similarity = _unit(queries) @ _unit(documents).T
     own = similarity[np.arange(len(similarity)), np.arange(len(similarity))]
     rank = 1 + (similarity > own[:, None]).sum(1)  # ties counted in the query's favour
-    return {"mrr_at_10": float(np.where(rank <= k, 1.0 / rank, 0.0).mean()), "recall_at_1": float((rank == 1).mean())}
+    return {
+        "mrr_at_10": float(np.where(rank <= k, 1.0 / rank, 0.0).mean()),
+        "recall_at_1": float((rank == 1).mean()),
+    }
 
 
 def score_embeddings(
@@ -130,10 +133,14 @@ def score_embeddings(
     bodies = embeddings["bodies"]
     retrieval = retrieval_scores(embeddings["headlines"], bodies)
     scores = {
-        "bbc_topic": classification_accuracy(bodies[fit], data.body_labels[fit], bodies[~fit], data.body_labels[~fit]),
+        "bbc_topic": classification_accuracy(
+            bodies[fit], data.body_labels[fit], bodies[~fit], data.body_labels[~fit]
+        ),
         "bbc_sentences": classification_accuracy(
-            embeddings["sentences_train"], data.sentences_train_labels,
-            embeddings["sentences_test"], data.sentences_test_labels,
+            embeddings["sentences_train"],
+            data.sentences_train_labels,
+            embeddings["sentences_test"],
+            data.sentences_test_labels,
         ),
         "bbc_clustering": clustering_v_measure(bodies, data.body_labels, len(np.unique(data.body_labels))),
         "bbc_retrieval": retrieval["mrr_at_10"],
@@ -159,7 +166,18 @@ def markdown_table(rows: dict[str, dict], teacher: str | None = None) -> str:
     base = rows[teacher]["average"] if teacher in rows else None
     for name, s in rows.items():
         kept = f"{s['average'] / base:.1%}" if base else ""
-        cos = f"{s['teacher_cosine']:.3f}" if s.get("teacher_cosine") == s.get("teacher_cosine") and "teacher_cosine" in s else ""
-        cells = [name, *(f"{s[t]:.4f}" for t in TASKS), f"{s['bbc_retrieval_recall_at_1']:.4f}", f"{s['average']:.4f}", kept, cos]
+        cos = (
+            f"{s['teacher_cosine']:.3f}"
+            if s.get("teacher_cosine") == s.get("teacher_cosine") and "teacher_cosine" in s
+            else ""
+        )
+        cells = [
+            name,
+            *(f"{s[t]:.4f}" for t in TASKS),
+            f"{s['bbc_retrieval_recall_at_1']:.4f}",
+            f"{s['average']:.4f}",
+            kept,
+            cos,
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -37,7 +37,9 @@ def parse_word_counts(text: str) -> tuple[int, ...]:
     try:
         counts = tuple(int(part) for part in str(text).split(",") if part.strip())
     except ValueError:
-        raise ValueError(f"window_words must be comma-separated word counts, e.g. 16,64,256; got {text!r}.") from None
+        raise ValueError(
+            f"window_words must be comma-separated word counts, e.g. 16,64,256; got {text!r}."
+        ) from None
     if not counts or min(counts) < 1:
         raise ValueError(f"window_words must be word counts >= 1, e.g. 16,64,256; got {text!r}.")
     return counts
@@ -49,26 +51,48 @@ class EmbeddingDistillArguments:
 
     teacher: str = field(
         default=PACKAGED_TEACHER,
-        metadata={"help": "Sentence-transformers folder or encoder folder; 'minilm' = the packaged all-MiniLM-L6-v2."},
+        metadata={
+            "help": "Sentence-transformers folder or encoder folder; 'minilm' = the packaged all-MiniLM-L6-v2."
+        },
     )
     pooling: str | None = field(
-        default=None, metadata={"help": "mean / cls / max for a plain encoder teacher (a sentence-transformers folder keeps its own)."}
+        default=None,
+        metadata={
+            "help": "mean / cls / max for a plain encoder teacher (a sentence-transformers folder keeps its own)."
+        },
     )
-    normalize: bool | None = field(default=None, metadata={"help": "L2-normalise a plain encoder teacher's embeddings."})
-    student_layers: int | None = field(default=2, metadata={"help": "Student depth: copies of the teacher's layers."})
-    layers: str = field(default="uniform", metadata={"help": "Which teacher layers to copy: uniform / first / last."})
+    normalize: bool | None = field(
+        default=None, metadata={"help": "L2-normalise a plain encoder teacher's embeddings."}
+    )
+    student_layers: int | None = field(
+        default=2, metadata={"help": "Student depth: copies of the teacher's layers."}
+    )
+    layers: str = field(
+        default="uniform", metadata={"help": "Which teacher layers to copy: uniform / first / last."}
+    )
     student_model: str | None = field(
-        default=None, metadata={"help": "A student encoder folder instead of layer copies (projection if narrower)."}
+        default=None,
+        metadata={"help": "A student encoder folder instead of layer copies (projection if narrower)."},
     )
     transfer_dataset: str = field(
         default=BBC_TRANSFER_ARTICLES,
-        metadata={"help": "Unlabelled text: 'bbc_news' (the bundled corpus' transfer articles, none of which the "
-                  "embedding evaluation reads) or a .txt / .csv / .jsonl / .parquet file or folder."},
+        metadata={
+            "help": "Unlabelled text: 'bbc_news' (the bundled corpus' transfer articles, none of which the "
+            "embedding evaluation reads) or a .txt / .csv / .jsonl / .parquet file or folder."
+        },
     )
-    window_words: str = field(default="16,64,256", metadata={"help": "Window sizes (words) cut from each document."})
-    max_texts: int | None = field(default=None, metadata={"help": "Keep at most this many texts (after windowing)."})
-    max_seq_length: int | None = field(default=None, metadata={"help": "Token limit (default: the teacher's)."})
-    teacher_cache: str | None = field(default=None, metadata={"help": "Folder for the teacher-embedding cache."})
+    window_words: str = field(
+        default="16,64,256", metadata={"help": "Window sizes (words) cut from each document."}
+    )
+    max_texts: int | None = field(
+        default=None, metadata={"help": "Keep at most this many texts (after windowing)."}
+    )
+    max_seq_length: int | None = field(
+        default=None, metadata={"help": "Token limit (default: the teacher's)."}
+    )
+    teacher_cache: str | None = field(
+        default=None, metadata={"help": "Folder for the teacher-embedding cache."}
+    )
     cache_fp16: bool = field(default=False, metadata={"help": "Store cached teacher embeddings as fp16."})
 
     def __post_init__(self):
@@ -85,7 +109,9 @@ def _rows(student, texts: list[str], embeddings) -> Dataset:
     return Dataset.from_dict(rows)
 
 
-def distill_embeddings(args: EmbeddingDistillArguments, training_args: EmbeddingDistillationArguments) -> dict:
+def distill_embeddings(
+    args: EmbeddingDistillArguments, training_args: EmbeddingDistillationArguments
+) -> dict:
     """Distill, save the student to `training_args.output_dir`, return the run's record (also in RUN_FILE)."""
     teacher_path = resolve_model_path(args.teacher)
     teacher = load_sentence_model(teacher_path, args.pooling, args.normalize, args.max_seq_length).eval()
@@ -96,7 +122,10 @@ def distill_embeddings(args: EmbeddingDistillArguments, training_args: Embedding
     logger.info("Distilling on %d texts from %s.", len(texts), args.transfer_dataset)
     embeddings = cached_teacher_embeddings(teacher, texts, args.teacher_cache, args.cache_fp16)
     trainer = EmbeddingDistillationTrainer(
-        student, training_args, train_dataset=_rows(student, texts, embeddings), processing_class=student.tokenizer
+        student,
+        training_args,
+        train_dataset=_rows(student, texts, embeddings),
+        processing_class=student.tokenizer,
     )
     trainer.train(resume_from_checkpoint=_last_checkpoint(training_args))
     trainer.save_model(training_args.output_dir)
@@ -107,7 +136,9 @@ def distill_embeddings(args: EmbeddingDistillArguments, training_args: Embedding
         "student_model": args.student_model,
         "texts": len(texts),
         "arguments": asdict(args),
-        "losses": {k: getattr(training_args, k) for k in ("mse_weight", "cosine_weight", "similarity_weight")},
+        "losses": {
+            k: getattr(training_args, k) for k in ("mse_weight", "cosine_weight", "similarity_weight")
+        },
         "train_loss": [e["loss"] for e in trainer.state.log_history if "loss" in e],
     }
     Path(training_args.output_dir, RUN_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")

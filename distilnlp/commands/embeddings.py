@@ -27,11 +27,18 @@ class EvaluateEmbeddingsArguments:
 
     model: str = field(metadata={"help": "A sentence-transformers folder or an ONNX embedder export folder."})
     teacher: str | None = field(
-        default=None, metadata={"help": "Also score this teacher ('minilm': the packaged one) and the cosine to it."}
+        default=None,
+        metadata={"help": "Also score this teacher ('minilm': the packaged one) and the cosine to it."},
     )
-    onnx_file: str | None = field(default=None, metadata={"help": "Graph of an export folder (default: int8 if present)."})
-    max_seq_length: int | None = field(default=None, metadata={"help": "Token limit for every model (default: each one's)."})
-    max_sentences: str = field(default="4000,2000", metadata={"help": "Sentences to fit on, sentences to test on."})
+    onnx_file: str | None = field(
+        default=None, metadata={"help": "Graph of an export folder (default: int8 if present)."}
+    )
+    max_seq_length: int | None = field(
+        default=None, metadata={"help": "Token limit for every model (default: each one's)."}
+    )
+    max_sentences: str = field(
+        default="4000,2000", metadata={"help": "Sentences to fit on, sentences to test on."}
+    )
     num_threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all)."})
     output_json: str | None = field(default=None, metadata={"help": "Write the scores to this JSON file."})
 
@@ -72,8 +79,12 @@ def evaluate_embeddings(args: EvaluateEmbeddingsArguments) -> dict:
     data = EvaluationData.load((fit, test))
     models = {"model": args.model, **({"teacher": args.teacher} if args.teacher else {})}
     embeddings = {
-        name: embed_all(encoder_for(path, args.max_seq_length, args.onnx_file if name == "model" else None,
-                                    args.num_threads), data)
+        name: embed_all(
+            encoder_for(
+                path, args.max_seq_length, args.onnx_file if name == "model" else None, args.num_threads
+            ),
+            data,
+        )
         for name, path in models.items()
     }
     teacher = embeddings.get("teacher")

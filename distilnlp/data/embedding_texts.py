@@ -23,7 +23,9 @@ BBC_TRANSFER_ARTICLES = "bbc_news"
 SPLIT_SEED = 42  # the bundled tasks' default split seed: one article split for every task and the evaluation
 
 
-def bbc_article_parts(seed: int = SPLIT_SEED) -> tuple[list[str], list[int], list[str], dict[str, np.ndarray]]:
+def bbc_article_parts(
+    seed: int = SPLIT_SEED,
+) -> tuple[list[str], list[int], list[str], dict[str, np.ndarray]]:
     """(texts, labels, topic names, article indices per split) of the bundled BBC News corpus."""
     corpus = load_bbc_news()
     labels = corpus["label"]

@@ -31,7 +31,8 @@ class EmbeddingDistillationArguments(TrainingArguments):
     mse_weight: float = field(default=1.0, metadata={"help": "Weight of the embedding MSE (per dimension)."})
     cosine_weight: float = field(default=0.0, metadata={"help": "Weight of 1 - cos(student, teacher)."})
     similarity_weight: float = field(
-        default=0.0, metadata={"help": "Weight of the in-batch similarity-matrix KL (rank the batch as the teacher)."}
+        default=0.0,
+        metadata={"help": "Weight of the in-batch similarity-matrix KL (rank the batch as the teacher)."},
     )
     similarity_temperature: float = field(
         default=0.05, metadata={"help": "Temperature of the in-batch similarity softmax (> 0)."}
@@ -45,7 +46,9 @@ class EmbeddingDistillationArguments(TrainingArguments):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}.")
         if not any(weights.values()):
-            raise ValueError("Every loss weight is 0: set mse_weight, cosine_weight or similarity_weight > 0.")
+            raise ValueError(
+                "Every loss weight is 0: set mse_weight, cosine_weight or similarity_weight > 0."
+            )
         if self.similarity_temperature <= 0:
             raise ValueError(f"similarity_temperature must be > 0, got {self.similarity_temperature}.")
 
@@ -69,7 +72,9 @@ class EmbeddingDistillationTrainer(Trainer):
     `save_model` (and every checkpoint) writes a sentence-transformers folder; resuming reads it back.
     """
 
-    def __init__(self, model=None, args: EmbeddingDistillationArguments | None = None, processing_class=None, **kwargs):
+    def __init__(
+        self, model=None, args: EmbeddingDistillationArguments | None = None, processing_class=None, **kwargs
+    ):
         if not isinstance(args, EmbeddingDistillationArguments):
             raise TypeError("EmbeddingDistillationTrainer needs EmbeddingDistillationArguments as args.")
         kwargs.setdefault("data_collator", EmbeddingCollator(processing_class))

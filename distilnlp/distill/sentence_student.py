@@ -34,7 +34,9 @@ def create_sentence_student(
     facts = describe_pooling(teacher)
     if student_path is None:
         if num_layers is None:
-            raise ValueError("Give the student's depth (--student_layers N) or a student model (--student_model).")
+            raise ValueError(
+                "Give the student's depth (--student_layers N) or a student model (--student_model)."
+            )
         student = copy.deepcopy(teacher)
         student[0].model = create_student(encoder_of(teacher), num_layers, layers)
         return student

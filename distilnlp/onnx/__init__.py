@@ -5,10 +5,10 @@ checks the inputs and puts an export in place only once it is whole and checked.
 
 from .arguments import ExportArguments, ExportTexts
 from .atomic import export_model  # the writer in `export`, built aside and moved into place
+from .embedder import OnnxEmbedder
 from .export import ExportResult
 from .parity import ParityError, ParityReport, check_parity
 from .quantize import default_preset
-from .embedder import OnnxEmbedder
 from .runtime import OnnxClassifier
 from .torch_export import export_teacher  # the teacher cache's ONNX backends (`onnx_export`)
 

@@ -90,7 +90,9 @@ class OnnxEmbedder:
 
         folder = Path(folder)
         file_name = file_name or (QUANTIZED_FILE if (folder / QUANTIZED_FILE).is_file() else ONNX_FILE)
-        self.path = folder / file_name  # an absolute file_name: a graph elsewhere, with this folder's tokenizer
+        self.path = (
+            folder / file_name
+        )  # an absolute file_name: a graph elsewhere, with this folder's tokenizer
         if not self.path.is_file():
             raise FileNotFoundError(
                 f"{self.path} does not exist; export a sentence-transformers folder there with: "
@@ -128,9 +130,13 @@ class OnnxEmbedder:
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             encoded = self.tokenizer(
-                [texts[i] for i in rows], padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+                [texts[i] for i in rows],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="np",
             )
-            for i, vector in zip(rows, self.embed_batch(encoded)):
+            for i, vector in zip(rows, self.embed_batch(encoded), strict=True):
                 out[i] = vector
         result = np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
         return result[0] if single else result

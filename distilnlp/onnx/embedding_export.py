@@ -23,8 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from ..int8.presets import default_preset
-from ..runs.artifacts import CORE_PACKAGES, EXPORT_STAGING_PREFIX, EXPORT_SUMMARY_FILE, ONNX_FILE, ONNX_PACKAGES
-from ..runs.artifacts import QUANTIZED_FILE, package_versions
+from ..runs.artifacts import (
+    CORE_PACKAGES,
+    EXPORT_STAGING_PREFIX,
+    EXPORT_SUMMARY_FILE,
+    ONNX_FILE,
+    ONNX_PACKAGES,
+    QUANTIZED_FILE,
+    package_versions,
+)
 from ..runs.sentence_folder import describe_pooling, load_sentence_model
 from .atomic import check_target, move_in, remove_stale_staging
 from .embedder import OnnxEmbedder, cosine_rows, export_embedding_graph
@@ -48,18 +55,29 @@ FALLBACK_TEXTS = (
 class EmbeddingExportArguments:
     """`distilnlp export` of a sentence-transformers folder (parse with `HfArgumentParser`)."""
 
-    model_dir: str = field(metadata={"help": "A sentence-transformers folder (e.g. `distill-embeddings`' output)."})
-    output_dir: str = field(metadata={"help": "Folder to write the ONNX embedder to.", "aliases": ["--output"]})
-    quantize: bool = field(default=True, metadata={"help": "Also write the gated int8 graph model_quantized.onnx."})
+    model_dir: str = field(
+        metadata={"help": "A sentence-transformers folder (e.g. `distill-embeddings`' output)."}
+    )
+    output_dir: str = field(
+        metadata={"help": "Folder to write the ONNX embedder to.", "aliases": ["--output"]}
+    )
+    quantize: bool = field(
+        default=True, metadata={"help": "Also write the gated int8 graph model_quantized.onnx."}
+    )
     min_cosine: float = field(
         default=0.99, metadata={"help": "Least mean cosine of the int8 embeddings to the fp32 graph's."}
     )
-    max_abs_diff: float = field(default=1e-4, metadata={"help": "Largest |fp32 ONNX - PyTorch| embedding value."})
+    max_abs_diff: float = field(
+        default=1e-4, metadata={"help": "Largest |fp32 ONNX - PyTorch| embedding value."}
+    )
     max_length: int | None = field(default=None, metadata={"help": "Token limit (default: the model's)."})
     gate_texts: int = field(
-        default=128, metadata={"help": "How many bundled BBC evaluation texts the checks embed (0: a few built in)."}
+        default=128,
+        metadata={"help": "How many bundled BBC evaluation texts the checks embed (0: a few built in)."},
     )
-    overwrite: bool = field(default=False, metadata={"help": "Export into a non-empty folder that is no export."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Export into a non-empty folder that is no export."}
+    )
 
 
 def _embed(model, texts: Sequence[str]) -> np.ndarray:
@@ -74,7 +92,9 @@ def _int8_attempts(fp32: Path, config, work: Path) -> list[tuple[str, Path, Quan
     if fused is not None and fused.complete:
         # Per-channel first: per-tensor int8 of a sentence embedder loses ~0.04 cosine (0.96 on a 2-layer
         # MiniLM student, 0.996 per-channel), while classifiers' argmax barely moves.
-        attempts.append(("fused-per-channel", fused.path, QuantizationSettings.for_preset(preset, False, True)))
+        attempts.append(
+            ("fused-per-channel", fused.path, QuantizationSettings.for_preset(preset, False, True))
+        )
         attempts.append(("fused", fused.path, QuantizationSettings.for_preset(preset, False, False)))
     attempts.append(("unfused-per-channel", fp32, QuantizationSettings.for_preset(preset, False, True)))
     return attempts
@@ -88,8 +108,14 @@ def _choose_int8(settings: EmbeddingExportArguments, config, staging: Path, text
             target = Path(work) / f"int8-{name}.onnx"
             quantize_graph(source, target, quant)
             cosine = cosine_rows(embed_graph(target, staging, settings.max_length, texts), reference)
-            tried.append({"name": name, "settings": asdict(quant), "mean_cosine": float(cosine.mean()),
-                          "min_cosine": float(cosine.min())})
+            tried.append(
+                {
+                    "name": name,
+                    "settings": asdict(quant),
+                    "mean_cosine": float(cosine.mean()),
+                    "min_cosine": float(cosine.min()),
+                }
+            )
             if cosine.mean() >= settings.min_cosine:
                 shutil.copy(target, staging / QUANTIZED_FILE)
                 return {"chosen": name, "attempts": tried, "threshold_min_cosine": settings.min_cosine}
@@ -117,13 +143,21 @@ def write_embedding_export(settings: EmbeddingExportArguments, texts: Sequence[s
     _, names = export_embedding_graph(model, model.tokenizer, staging / ONNX_FILE)
     model.tokenizer.save_pretrained(staging)
     model[0].auto_model.config.save_pretrained(staging)
-    summary = {"task": "sentence-embedding", "model_dir": str(settings.model_dir), "inputs": names,
-               "max_seq_length": model.max_seq_length, **describe_pooling(model), "settings": asdict(settings)}
+    summary = {
+        "task": "sentence-embedding",
+        "model_dir": str(settings.model_dir),
+        "inputs": names,
+        "max_seq_length": model.max_seq_length,
+        **describe_pooling(model),
+        "settings": asdict(settings),
+    }
     (staging / EXPORT_SUMMARY_FILE).write_text(json.dumps(summary))
     reference = _embed(model, texts)
     fp32 = embed_graph(staging / ONNX_FILE, staging, settings.max_length, texts)
     diff = float(np.abs(fp32 - reference).max())
-    summary["parity"] = {"fp32": {"max_abs_diff": diff, "threshold": settings.max_abs_diff, "texts": len(texts)}}
+    summary["parity"] = {
+        "fp32": {"max_abs_diff": diff, "threshold": settings.max_abs_diff, "texts": len(texts)}
+    }
     if diff > settings.max_abs_diff:
         raise ParityError(
             f"the fp32 ONNX embeddings differ from PyTorch's by {diff:.2e} (> {settings.max_abs_diff:g}) on "

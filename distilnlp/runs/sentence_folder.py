@@ -26,7 +26,9 @@ def is_sentence_folder(path: str | os.PathLike) -> bool:
 def _check_folder(path: str | os.PathLike, role: str) -> Path:
     folder = Path(path)
     if not folder.is_dir():
-        raise FileNotFoundError(f"The {role} folder {folder} does not exist; pass the folder of a saved model.")
+        raise FileNotFoundError(
+            f"The {role} folder {folder} does not exist; pass the folder of a saved model."
+        )
     if not (folder / "config.json").is_file() and not is_sentence_folder(folder):
         raise FileNotFoundError(
             f"The {role} folder {folder} has neither a modules.json (sentence-transformers) nor a config.json "
@@ -100,4 +102,3 @@ def describe_pooling(model) -> dict:
 def encoder_of(model):
     """The transformers encoder (e.g. `BertModel`) inside a `SentenceTransformer`'s first module."""
     return model[0].auto_model
-

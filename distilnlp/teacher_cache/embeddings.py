@@ -77,7 +77,9 @@ def cached_teacher_embeddings(
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".tmp-{os.getpid()}")
     stored = embeddings.astype(np.float16 if fp16 else np.float32)
-    save_file({EMBEDDINGS_KEY: stored}, str(partial), metadata={"fingerprint": fingerprint, "rows": str(len(texts))})
+    save_file(
+        {EMBEDDINGS_KEY: stored}, str(partial), metadata={"fingerprint": fingerprint, "rows": str(len(texts))}
+    )
     os.replace(partial, path)  # a killed run leaves no half-written cache under the real name
     logger.info("Teacher embeddings of %d texts written to %s.", len(texts), path)
     return stored.astype(np.float32)

@@ -23,7 +23,9 @@ def embedding_mse_loss(student: torch.Tensor, teacher: torch.Tensor, reduction: 
     return reduce_items((student - teacher.to(student.dtype)).pow(2).mean(-1), None, reduction)
 
 
-def embedding_cosine_loss(student: torch.Tensor, teacher: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def embedding_cosine_loss(
+    student: torch.Tensor, teacher: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     """1 - cos(s_i, t_i) per example (direction only: what cosine-similarity search reads).
 
     Args:
