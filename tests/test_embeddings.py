@@ -313,3 +313,74 @@ def test_retrieval_and_classification_scores_match_hand_values():
     assert scores["recall_at_1"] == 0.0
     x = np.array([[1.0, 0], [0.9, 0.1], [0, 1.0], [0.1, 0.9]])
     assert classification_accuracy(x, np.array([0, 0, 1, 1]), x[[1, 2]], np.array([0, 1])) == 1.0
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.onnx
+def test_cli_distills_exports_and_loads_an_embedder(tmp_path, capsys):
+    from distilnlp.commands.cli import main
+    from distilnlp.onnx import OnnxEmbedder
+    from distilnlp.runs.sentence_folder import load_sentence_model
+
+    teacher = save_sentence_teacher(tmp_path / "teacher", layers=2)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(texts(30, seed=3)) + "\n")
+    student = tmp_path / "student"
+    argv = [
+        "distill-embeddings",
+        "--teacher",
+        str(teacher),
+        "--student_layers",
+        "1",
+        "--transfer_dataset",
+        str(corpus),
+        "--window_words",
+        "6",
+        "--output_dir",
+        str(student),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "8",
+        "--report_to",
+        "none",
+        "--cosine_weight",
+        "1",
+    ]
+    assert main(argv) == 0
+    assert "saved to" in capsys.readouterr().out
+    assert main(["export", str(student), "--output", str(tmp_path / "onnx"), "--gate_texts", "0"]) == 0
+    assert "int8 graph" in capsys.readouterr().out
+    sample = texts(5, seed=8)
+    np.testing.assert_allclose(
+        OnnxEmbedder(tmp_path / "onnx", "model.onnx").encode(sample),
+        load_sentence_model(student).encode(sample),
+        atol=1e-4,
+    )
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from distilnlp.commands.cli import main
+
+    teacher = save_sentence_teacher(tmp_path / "teacher")
+    assert (
+        main(["distill-embeddings", "--teacher", str(tmp_path / "missing"), "--output_dir", str(tmp_path)])
+        == 1
+    )
+    assert "does not exist" in capsys.readouterr().err
+    argv = ["distill-embeddings", "--teacher", str(teacher), "--window_words", "8,x"]
+    assert main(argv) == 2
+    assert "window_words must be" in capsys.readouterr().err
+    argv = [
+        "distill-embeddings",
+        "--teacher",
+        str(teacher),
+        "--mse_weight",
+        "0",
+        "--output_dir",
+        str(tmp_path),
+    ]
+    assert main(argv) == 2
+    assert "Every loss weight is 0" in capsys.readouterr().err

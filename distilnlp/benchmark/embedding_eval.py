@@ -4,15 +4,15 @@
     embeddings = embed_all(model.encode, data)         # any callable: list[str] -> (N, D) array
     scores = score_embeddings(embeddings, data, teacher_embeddings)
 
-Every task reads only the articles in no transfer split (`data.embedding_texts.evaluation_articles`: 1,335 of
+Every task reads only the articles in no transfer split (`data.embedding_texts.bbc_article_parts`: 1,336 of
 the 2,225; the distillation text `bbc_news` is the other 889), so no scored text was distilled on:
 
     bbc_topic        logistic regression on article-body embeddings: fit on the train + validation articles
-                     (1,001), accuracy on the test articles (334)
+                     (1,002), accuracy on the test articles (334)
     bbc_sentences    logistic regression on sentence embeddings (`bbc_news_sentences`, split by article):
                      fit on `max_sentences[0]` training sentences, accuracy on `max_sentences[1]` test sentences
-    bbc_clustering   k-means (k = 5 topics, 10 restarts) of the 1,335 article bodies: V-measure
-    bbc_retrieval    the headline (an article's first line) as the query, the bodies of all 1,335 articles as
+    bbc_clustering   k-means (k = 5 topics, 10 restarts) of the 1,336 article bodies: V-measure
+    bbc_retrieval    the headline (an article's first line) as the query, the bodies of all 1,336 articles as
                      the documents, cosine ranking: MRR@10 (the task's score) and recall@1
     teacher_cosine   mean cosine between the model's and the teacher's embeddings of every text above (not in
                      the average: it measures imitation, not quality)

@@ -3,7 +3,8 @@
     texts = distillation_texts("bbc_news", window_words=(16, 64, 256), max_texts=20_000)
 
 `bbc_news` means the bundled corpus' TRANSFER articles only (`bbc_tasks.article_splits`, 40% of the 2,225, seeded):
-the embedding evaluation (`distilnlp.benchmark.embedding_eval`) reads only the other 60% (`evaluation_articles`),
+the embedding evaluation (`distilnlp.benchmark.embedding_eval`) reads only the other 60% (train + validation +
+test),
 so no text a student was distilled on is scored. Long documents become windows of several lengths (short ones
 look like sentences and headlines, long ones like passages), so the student sees the lengths it will embed.
 Any other source is a transfer file or folder (`data.transfer.load_transfer_texts`: .txt / .csv / .json(l) /
@@ -30,12 +31,6 @@ def bbc_article_parts(
     corpus = load_bbc_news()
     labels = corpus["label"]
     return corpus["text"], labels, corpus.features["label"].names, article_splits(len(labels), labels, seed)
-
-
-def evaluation_articles(seed: int = SPLIT_SEED) -> np.ndarray:
-    """Indices of the articles that are in no transfer split (train + validation + test), sorted."""
-    parts = bbc_article_parts(seed)[3]
-    return np.sort(np.concatenate([parts["train"], parts["validation"], parts["test"]]))
 
 
 def _windows(texts: list[str], window_words: Sequence[int]) -> list[str]:
