@@ -49,7 +49,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--main_loss", default="mse+cos+sim", choices=list(LOSSES))
     p.add_argument("--ablation_layers", type=int, default=2)
-    p.add_argument("--max_texts", type=int, default=4000, help="distillation texts (windows)")
+    p.add_argument("--max_texts", type=int, default=2000, help="distillation texts (windows)")
     p.add_argument("--window_words", default="8,32,96")
     p.add_argument("--max_seq_length", type=int, default=128, help="training and evaluation token limit")
     p.add_argument("--epochs", type=float, default=1.0)
@@ -226,27 +226,26 @@ class Bench:
         distill_embeddings(args, training)
 
     def plan(self) -> list[tuple[str, callable]]:
+        """Most informative first (the machine may run out of time): the teacher, one seed of the ablation depth,
+        model2vec, the other depths, the teacher's int8 graph, more seeds of the ablation depth, the loss
+        ablation, then more seeds of the other depths."""
         layers = [int(x) for x in self.args.layers.split(",")]
         seeds = [int(x) for x in self.args.seeds.split(",")]
-        main = self.args.main_loss
-        steps = [("teacher-torch", self.teacher_torch)]
-        steps += [
-            (f"student-{n}l-{main}-s{seeds[0]}", lambda n=n: self.student(n, seeds[0], main)) for n in layers
+        main, depth = self.args.main_loss, self.args.ablation_layers
+
+        def student(n, seed, loss=main):
+            return (f"student-{n}l-{loss}-s{seed}", lambda: self.student(n, seed, loss))
+
+        steps = [
+            ("teacher-torch", self.teacher_torch),
+            student(depth, seeds[0]),
+            ("model2vec", self.model2vec),
         ]
-        steps += [("teacher-int8", self.teacher_int8), ("model2vec", self.model2vec)]
-        for loss in LOSSES:
-            if loss != main:
-                n = self.args.ablation_layers
-                steps.append(
-                    (
-                        f"student-{n}l-{loss}-s{seeds[0]}",
-                        lambda n=n, loss=loss: self.student(n, seeds[0], loss),
-                    )
-                )
-        for seed in seeds[1:]:
-            steps += [
-                (f"student-{n}l-{main}-s{seed}", lambda n=n, s=seed: self.student(n, s, main)) for n in layers
-            ]
+        steps += [student(n, seeds[0]) for n in layers if n != depth]
+        steps += [("teacher-int8", self.teacher_int8)]
+        steps += [student(depth, seed) for seed in seeds[1:]]
+        steps += [student(depth, seeds[0], loss) for loss in LOSSES if loss != main]
+        steps += [student(n, seed) for seed in seeds[1:] for n in layers if n != depth]
         return steps
 
 

@@ -42,6 +42,9 @@ class EvaluateEmbeddingsArguments:
     num_threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all)."})
     output_json: str | None = field(default=None, metadata={"help": "Write the scores to this JSON file."})
 
+    def __post_init__(self):
+        sentence_counts(self.max_sentences)
+
 
 def is_embedding_export(folder: str | os.PathLike) -> bool:
     try:
@@ -70,13 +73,23 @@ def encoder_for(
     return lambda texts: model.encode(texts, batch_size=32, convert_to_numpy=True)
 
 
+def sentence_counts(text: str) -> tuple[int, int]:
+    try:
+        fit, test = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"max_sentences must be two counts, FIT,TEST (e.g. 4000,2000); got {text!r}."
+        ) from None
+    if fit < 10 or test < 1:
+        raise ValueError(f"max_sentences needs >= 10 sentences to fit on and >= 1 to test; got {text!r}.")
+    return fit, test
+
+
 def evaluate_embeddings(args: EvaluateEmbeddingsArguments) -> dict:
     """Scores of `args.model` (and of `args.teacher`, with the model's cosine to it); a markdown table."""
     from ..benchmark.embedding_eval import EvaluationData, embed_all, markdown_table, score_embeddings
-    from .embedding_distill import parse_word_counts
 
-    fit, test = parse_word_counts(args.max_sentences)[:2] if "," in args.max_sentences else (4000, 2000)
-    data = EvaluationData.load((fit, test))
+    data = EvaluationData.load(sentence_counts(args.max_sentences))
     models = {"model": args.model, **({"teacher": args.teacher} if args.teacher else {})}
     embeddings = {
         name: embed_all(
