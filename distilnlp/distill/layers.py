@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..runs.artifacts import PROJECTIONS_FILE  # noqa: F401 (re-exported)
-
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("uniform", "last")
