@@ -214,7 +214,7 @@ class Bench:
             num_train_epochs=self.args.epochs,
             per_device_train_batch_size=32,
             learning_rate=self.args.learning_rate,
-            warmup_ratio=0.1,
+            warmup_steps=0.1,
             mse_weight=mse,
             cosine_weight=cosine,
             similarity_weight=similarity,
