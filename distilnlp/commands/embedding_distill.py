@@ -24,6 +24,7 @@ from ..distill.embedding_trainer import (
     EmbeddingDistillationTrainer,
 )
 from ..distill.sentence_student import create_sentence_student
+from ..distill.stage_arguments import list_items
 from ..runs.sentence_folder import describe_pooling, load_sentence_model
 from ..teacher_cache.embeddings import cached_teacher_embeddings
 from .arguments import PACKAGED_TEACHER, resolve_model_path
@@ -33,15 +34,14 @@ logger = logging.getLogger(__name__)
 RUN_FILE = "distilnlp_embedding.json"
 
 
-def parse_word_counts(text: str) -> tuple[int, ...]:
+def parse_word_counts(value) -> list[int]:
+    """Window sizes from a typed list, or comma- / space-separated text ("16,64,256")."""
     try:
-        counts = tuple(int(part) for part in str(text).split(",") if part.strip())
-    except ValueError:
-        raise ValueError(
-            f"window_words must be comma-separated word counts, e.g. 16,64,256; got {text!r}."
-        ) from None
+        counts = [int(part) for part in list_items(value)]
+    except (TypeError, ValueError):
+        raise ValueError(f"window_words must be word counts, e.g. 16,64,256; got {value!r}.") from None
     if not counts or min(counts) < 1:
-        raise ValueError(f"window_words must be word counts >= 1, e.g. 16,64,256; got {text!r}.")
+        raise ValueError(f"window_words must be word counts >= 1, e.g. 16,64,256; got {value!r}.")
     return counts
 
 
@@ -81,8 +81,9 @@ class EmbeddingDistillArguments:
             "embedding evaluation reads) or a .txt / .csv / .jsonl / .parquet file or folder."
         },
     )
-    window_words: str = field(
-        default="16,64,256", metadata={"help": "Window sizes (words) cut from each document."}
+    window_words: list[int] = field(
+        default_factory=lambda: [16, 64, 256],
+        metadata={"help": "Window sizes (words) cut from each document, comma-separated or space-separated."},
     )
     max_texts: int | None = field(
         default=None, metadata={"help": "Keep at most this many texts (after windowing)."}
@@ -96,7 +97,7 @@ class EmbeddingDistillArguments:
     cache_fp16: bool = field(default=False, metadata={"help": "Store cached teacher embeddings as fp16."})
 
     def __post_init__(self):
-        parse_word_counts(self.window_words)
+        self.window_words = parse_word_counts(self.window_words)
         if self.student_model is not None:
             self.student_layers = None
 
@@ -116,9 +117,7 @@ def distill_embeddings(
     teacher_path = resolve_model_path(args.teacher)
     teacher = load_sentence_model(teacher_path, args.pooling, args.normalize, args.max_seq_length).eval()
     student = create_sentence_student(teacher, args.student_layers, args.layers, args.student_model)
-    texts = distillation_texts(
-        args.transfer_dataset, parse_word_counts(args.window_words), args.max_texts, training_args.seed
-    )
+    texts = distillation_texts(args.transfer_dataset, args.window_words, args.max_texts, training_args.seed)
     logger.info("Distilling on %d texts from %s.", len(texts), args.transfer_dataset)
     embeddings = cached_teacher_embeddings(teacher, texts, args.teacher_cache, args.cache_fp16)
     trainer = EmbeddingDistillationTrainer(
