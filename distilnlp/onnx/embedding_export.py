@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +137,7 @@ def write_embedding_export(settings: EmbeddingExportArguments, texts: Sequence[s
     model = load_sentence_model(settings.model_dir, role="model")
     if settings.max_length:
         model.max_seq_length = settings.max_length
-    settings.max_length = model.max_seq_length
+    settings = replace(settings, max_length=model.max_seq_length)  # the caller's arguments stay as given
     texts = list(texts) or list(FALLBACK_TEXTS)
     staging.mkdir(parents=True)
     _, names = export_embedding_graph(model, model.tokenizer, staging / ONNX_FILE)
@@ -166,8 +166,7 @@ def write_embedding_export(settings: EmbeddingExportArguments, texts: Sequence[s
     if settings.quantize:
         summary["int8"] = _choose_int8(settings, model[0].auto_model.config, staging, texts, fp32)
     summary["versions"] = package_versions(*CORE_PACKAGES, *ONNX_PACKAGES, "sentence-transformers")
-    summary["written_files"] = sorted(p.name for p in staging.iterdir()) + [EXPORT_SUMMARY_FILE]
-    summary["written_files"] = sorted(set(summary["written_files"]))
+    summary["written_files"] = sorted({p.name for p in staging.iterdir()} | {EXPORT_SUMMARY_FILE})
     (staging / EXPORT_SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
