@@ -58,6 +58,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--speed_texts", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", default=None, help="comma-separated run names to run (default: all, in order)")
+    p.add_argument(
+        "--speed_pass",
+        action="store_true",
+        help="only time every finished run's model again, interleaved in one process (speed.json)",
+    )
+    p.add_argument("--speed_rounds", type=int, default=3)
     return p.parse_args()
 
 
@@ -254,6 +260,10 @@ def main():
     logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
     torch.set_num_threads(args.threads)
     bench = Bench(args)
+    if args.speed_pass:
+        speed_pass(bench)
+        summarize(bench.out, vars(args))
+        return
     only = set(args.only.split(",")) if args.only else None
     for name, step in bench.plan():
         if only and name not in only:
@@ -267,6 +277,45 @@ def main():
         logging.info("finished %s in %.0f s", name, time.perf_counter() - start)
         summarize(bench.out, vars(args))
     summarize(bench.out, vars(args))
+
+
+def speed_pass(bench: Bench) -> None:
+    """Time every finished run's model again in this one process, `speed_rounds` rounds interleaved (so a
+    change in the shared machine's load hits every model alike); medians go to speed.json."""
+    args, work = bench.args, bench.work
+    names = sorted(json.loads(p.read_text())["name"] for p in (bench.out / "runs").glob("*.json"))
+    encoders = {}
+    for name in names:
+        if name == "teacher-torch":
+            model = load_sentence_model(bench.teacher_path, max_seq_length=args.max_seq_length)
+            encoders[name] = torch_encoder(model)
+        elif name == "model2vec":
+            from model2vec import StaticModel
+
+            static = StaticModel.from_pretrained(str(work / "model2vec"))
+            encoders[name] = lambda t, b=32, m=static: m.encode(
+                list(t), batch_size=b, show_progress_bar=False
+            )
+        else:
+            base, precision = name.rsplit("-", 1)
+            folder = work / ("teacher-onnx" if base == "teacher" else f"{base}-onnx")
+            file_name = "model.onnx" if precision == "fp32" else "model_quantized.onnx"
+            encoders[name] = onnx_encoder(folder, file_name, args.max_seq_length, args.threads)
+    texts = bench.data.sentences_test[: args.speed_texts]
+    rounds: dict[str, list[dict]] = {name: [] for name in encoders}
+    for index in range(args.speed_rounds):
+        for name, encode in encoders.items():
+            rounds[name].append(speed(encode, texts))
+            logging.info("speed round %d %s: %s", index, name, rounds[name][-1])
+    result = {
+        name: {
+            "throughput_b32": statistics.median(r["throughput_b32"] for r in measured),
+            "latency_b1_ms": statistics.median(r["latency_b1_ms"] for r in measured),
+            "rounds": measured,
+        }
+        for name, measured in rounds.items()
+    }
+    (bench.out / "speed.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -292,6 +341,11 @@ def summarize(out: Path, settings: dict) -> dict:
     runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
     if not runs:
         return {}
+    timed = json.loads((out / "speed.json").read_text()) if (out / "speed.json").is_file() else {}
+    for run in runs:  # the speed pass's interleaved timings replace those taken beside each evaluation
+        if run["name"] in timed:
+            run["speed_during_evaluation"] = {k: run[k] for k in ("throughput_b32", "latency_b1_ms")}
+            run.update({k: timed[run["name"]][k] for k in ("throughput_b32", "latency_b1_ms")})
     teacher = next((r for r in runs if r["name"] == "teacher-torch"), None)
     rows = {}
     for key, group in _group(runs).items():
@@ -312,6 +366,7 @@ def summarize(out: Path, settings: dict) -> dict:
             row["speedup_vs_teacher_torch"] = row["throughput_b32"] / teacher["throughput_b32"]
         rows[key] = row
     result = {"settings": settings, "sizes": runs[0]["sizes"], "rows": rows, "front": pareto(rows)}
+    result["speed_source"] = "speed.json (one interleaved pass)" if timed else "timed beside each evaluation"
     (out.parent / f"{out.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out.parent / f"{out.name}.md").write_text(markdown(result))
     plot(result, out.parent / f"{out.name}.png")
@@ -340,9 +395,9 @@ def markdown(result: dict) -> str:
         f"Evaluation: {sizes['articles']} articles outside the distillation text (topic: fit {sizes['topic_fit']}, "
         f"test {sizes['topic_test']}; sentences: fit {sizes['sentences_fit']}, test {sizes['sentences_test']}); "
         f"settings: {json.dumps(result['settings'])}. Mean ± std over the seeds a row lists. Speed: one thread, "
-        "sentences/s at batch 32 and median batch-1 latency, measured in the same process as the scores (a shared "
-        "2-core machine: ratios within the run are the figures to read). * = on the front (no row is better in both "
-        "average and throughput).",
+        "sentences/s at batch 32 over the first test sentences and median batch-1 latency, "
+        f"{result['speed_source']} (a shared 2-core machine: the ratios are the figures to read). * = on the "
+        "front (no row is better in both average and throughput).",
         "",
         "| model | runs | "
         + " | ".join(TASKS)
