@@ -64,6 +64,9 @@ def parse() -> argparse.Namespace:
         help="only time every finished run's model again, interleaved in one process (speed.json)",
     )
     p.add_argument("--speed_rounds", type=int, default=3)
+    p.add_argument(
+        "--extra", default="", help="more students after the plan: LAYERS:LOSS:SEED,... e.g. 3:mse:0"
+    )
     return p.parse_args()
 
 
@@ -252,6 +255,9 @@ class Bench:
         steps += [student(depth, seed) for seed in seeds[1:]]
         steps += [student(depth, seeds[0], loss) for loss in LOSSES if loss != main]
         steps += [student(n, seed) for seed in seeds[1:] for n in layers if n != depth]
+        for spec in filter(None, self.args.extra.split(",")):
+            n, loss, seed = spec.split(":")
+            steps.append(student(int(n), int(seed), loss))
         return steps
 
 
