@@ -140,12 +140,13 @@ def distill_general(general_args: GeneralArguments, args: GeneralDistillationArg
         trainer.save_state()
         results = {
             "train_loss": output.training_loss,
+            "train_seconds": round(output.metrics.get("train_runtime", 0.0), 1),
             "steps": trainer.state.global_step,
             "windows_seen": trainer.state.global_step * args.per_device_train_batch_size
             * args.gradient_accumulation_steps * args.world_size,
             "relation_pairs": [list(pair) for pair in trainer.relations.pairs],
             "relation_heads": trainer.relations.heads,
-            "student": {
+            "student_shape": {
                 "layers": student.config.num_hidden_layers, "hidden_size": student.config.hidden_size,
                 "teacher_layers": getattr(student.config, "distilnlp_teacher_layers", None),
             },

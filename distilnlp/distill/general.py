@@ -143,6 +143,7 @@ class GeneralDistillationTrainer(Trainer):
             ]
             components["hidden"] = torch.stack(terms).mean() / counts[spec.normalizer]
             loss = loss + self.args.hidden_weight * components["hidden"]
+        loss = loss.float()  # the counts are float64 (exact sums); the optimiser's loss is float32
         if not torch.isfinite(loss.detach()):
             detail = ", ".join(f"{name}={value.item():.4g}" for name, value in components.items())
             raise NonFiniteLossError(
