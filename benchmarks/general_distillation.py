@@ -99,7 +99,8 @@ def student_factory(init: str, teacher, general_dir: Path, names: list[str]):
     if init == "pretrained_copy":
         def build():
             base = create_student(AutoModel.from_pretrained(resolve_model_path("minilm")), 2)
-            model = AutoModelForSequenceClassification.from_config(base.config, **labels)
+            base.config.update(labels)
+            model = AutoModelForSequenceClassification.from_config(base.config)
             model.base_model.load_state_dict(base.state_dict())
             return model
         return build
@@ -151,38 +152,52 @@ def run_one(prepared: dict, setup: dq.Setup, init: str, seed: int, general_dir: 
 
 
 def task_report(prepared: dict, setups, cli, work: Path) -> dict:
-    """The task's table from the finished runs of the seeds that every setup has finished."""
+    """The task's table from the finished runs: every setup over the seeds it has finished; paired gains over
+    the seeds both setups of a comparison have finished (a run cut short still reports what it measured)."""
     task = prepared["task"]
-    runs = {}
-    for setup, _ in setups:
+    table = {}
+    for setup, init in setups:
+        runs = []
         for seed in cli.seeds:
             path = work / "runs" / task.name / f"{setup.name}-{seed}.json"
             if path.exists():
-                runs[setup.name, seed] = json.loads(path.read_text())
-    seeds = [s for s in cli.seeds if all((setup.name, s) in runs for setup, _ in setups)]
-    table = {
-        setup.name: {
+                runs.append(json.loads(path.read_text()))
+        table[setup.name] = {
             "description": setup.description, "init": init, "args": setup.args, "transfer_multiple": setup.transfer,
             "distill": setup.distill, "learning_rate": setup.learning_rate or cli.learning_rate,
-            "train_rows": len(prepared["train_sets"][setup.transfer]),
-            "runs": [runs[setup.name, s] for s in seeds],
-        }
-        for setup, init in setups
-    }  # fmt: skip
-    report = {
+            "train_rows": len(prepared["train_sets"][setup.transfer]), "runs": runs,
+        }  # fmt: skip
+    teacher = prepared["teacher_accuracy"]
+    accuracy = {name: {run["seed"]: run["accuracy"] for run in row["runs"]} for name, row in table.items()}
+    for name, row in table.items():
+        if row["runs"]:
+            mean, std = dq.mean_std(list(accuracy[name].values()))
+            row |= {
+                "seeds": sorted(accuracy[name]), "accuracy_per_seed": list(accuracy[name].values()),
+                "accuracy_mean": round(mean, 4), "accuracy_std": round(std, 4), "retention": round(mean / teacher, 4),
+            }  # fmt: skip
+    plain = [n for n, row in table.items() if not row["distill"] and row["runs"]]
+    best_plain = max(plain, key=lambda n: table[n]["accuracy_mean"]) if plain else None
+    for name, row in table.items():
+        if row["distill"] and best_plain:
+            row["gain_over_best_hard_labels"] = paired(accuracy, best_plain, name)
+        if name in TWINS and TWINS[name] in table:
+            row["gain_over_copied_layers"] = paired(accuracy, TWINS[name], name)
+    return {
         "task": dataclasses.asdict(task), "labels": prepared["names"], "test_size": len(prepared["test"]),
         "labelled_rows": prepared["labelled"], "transfer_rows": prepared["transfer_rows"],
-        "teacher_accuracy": round(prepared["teacher_accuracy"], 4), "complete_seeds": seeds, "setups": table,
+        "teacher_accuracy": round(teacher, 4), "best_hard_labels": best_plain, "setups": table,
         "prepare_seconds": prepared["prepare_seconds"],
     }  # fmt: skip
+
+
+def paired(accuracy: dict, base: str, name: str) -> dict | None:
+    """`distillation_quality.compare` over the seeds `base` and `name` have both finished (None: none)."""
+    seeds = sorted(set(accuracy[base]) & set(accuracy[name]))
     if not seeds:
-        return report
-    report = dq.summarise(report)
-    accuracy = {name: row["accuracy_per_seed"] for name, row in table.items()}
-    for name, twin in TWINS.items():
-        if name in table and twin in table:
-            table[name]["gain_over_copied_layers"] = dq.compare(accuracy, twin, name)
-    return report
+        return None
+    runs = {n: [accuracy[n][s] for s in seeds] for n in (base, name)}
+    return dq.compare(runs, base, name) | {"seeds": seeds}
 
 
 def _cell(gain: dict | None) -> str:
@@ -198,7 +213,7 @@ def markdown(report: dict) -> str:
         "# General distillation on tasks outside BBC News (2-layer MiniLM students)", "",
         f"Seeds wanted {report['seeds']}; {report['epochs']} epoch(s), batch 32, lr {report['learning_rate']} unless "
         f"named, max_length {dq.MAX_LENGTH}; teacher: the packaged all-MiniLM-L6-v2 fine-tuned {report['teacher_epochs']} "
-        f"epochs on the labelled rows. 1 thread (`nice`, shared 2-core machine). Total so far "
+        f"epochs on the labelled rows. {report['threads']} thread(s) (`nice`, shared 2-core machine). This invocation: "
         f"{report['seconds'] / 60:.1f} min.", "",
         f"General student: 2 layers copied from the pretrained MiniLM, then `distill-general` from the pretrained "
         f"MiniLM encoder (MiniLMv2 Q/K/V relations, student layer 2 <- teacher layer 6, {general.get('relation_heads')} "
@@ -209,23 +224,22 @@ def markdown(report: dict) -> str:
         "2 std of the paired differences.", "",
     ]  # fmt: skip
     for name, task in report["tasks"].items():
-        seeds = task["complete_seeds"]
         lines += [
             f"## {name}", "",
             f"{task['labelled_rows']} labelled training rows, {task['transfer_rows']} transfer rows available; test set "
-            f"{task['test_size']}; teacher test accuracy **{task['teacher_accuracy']:.4f}**; seeds finished by every setup: "
-            f"{seeds or 'none yet'}.", "",
+            f"{task['test_size']}; teacher test accuracy **{task['teacher_accuracy']:.4f}**.", "",
         ]  # fmt: skip
-        if not seeds:
-            continue
         lines += [
-            f"| setup | student init | lr | train rows | test accuracy (mean ± std) | kept | gain vs best hard labels "
-            f"({task['best_hard_labels']}) | gain vs copied layers |",
-            "|---|---|---|---|---|---|---|---|",
+            f"| setup | student init | lr | train rows | seeds | test accuracy (mean ± std) | kept | gain vs best hard "
+            f"labels ({task['best_hard_labels']}) | gain vs copied layers |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for setup, row in task["setups"].items():
+            if not row["runs"]:
+                lines.append(f"| {setup} | {row['init']} | {row['learning_rate']:g} | {row['train_rows']} | not run | | | | |")
+                continue
             lines.append(
-                f"| {setup} | {row['init']} | {row['learning_rate']:g} | {row['train_rows']} | "
+                f"| {setup} | {row['init']} | {row['learning_rate']:g} | {row['train_rows']} | {row['seeds']} | "
                 f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} | {row['retention'] * 100:.1f}% | "
                 f"{_cell(row.get('gain_over_best_hard_labels'))} | {_cell(row.get('gain_over_copied_layers'))} |"
             )
@@ -259,6 +273,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work_dir", default="runs/general_distillation")
     parser.add_argument("--output", default=None)
+    parser.add_argument("--report_only", action="store_true", help="write the report of the finished runs, run none")
     parser.add_argument("--not_measured", default="", help="a sentence for the report: what was scaled down")
     cli = parser.parse_args()
     torch.set_num_threads(cli.threads)
@@ -266,24 +281,35 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     setups = [ALL_SETUPS[name] for name in cli.setups]
     start = time.perf_counter()
+    prepared = {name: prepare_task(TASKS[name], setups, cli, work) for name in cli.tasks}
     general_dir, general = general_student(work, cli)
     print(f"general student {general_dir}: {general}", flush=True)
-    prepared = {name: prepare_task(TASKS[name], setups, cli, work) for name in cli.tasks}
     report = {
         "seeds": cli.seeds, "epochs": cli.epochs, "teacher_epochs": cli.teacher_epochs, "learning_rate": cli.learning_rate,
         "max_length": dq.MAX_LENGTH, "general_length": cli.general_length, "general_lr": cli.general_lr,
         "general_windows": cli.general_windows, "general_student": general, "threads": cli.threads,
         "not_measured": cli.not_measured, "command": "python benchmarks/general_distillation.py " + " ".join(sys.argv[1:]),
     }  # fmt: skip
-    for seed in cli.seeds:  # seed-major: a run cut short has every setup of its first seeds
-        for name in cli.tasks:
-            for setup, init in setups:
-                run_one(prepared[name], setup, init, seed, general_dir, work, cli)
-                report["tasks"] = {n: task_report(p, setups, cli, work) for n, p in prepared.items()}
-                report["seconds"] = round(time.perf_counter() - start, 1)
-                report["load"] = [round(x, 2) for x in os.getloadavg()]
-                write(report, out)
+    # Cheap setups (labelled rows only) over every seed first, then the transfer setups; seed-major within each
+    # phase, so a run cut short has every setup of the phase for its first seeds.
+    phases = [[s for s in setups if not s[0].transfer], [s for s in setups if s[0].transfer]]
+    for phase in phases:
+        for seed in cli.seeds:
+            for name in cli.tasks:
+                for setup, init in phase:
+                    if not cli.report_only:
+                        run_one(prepared[name], setup, init, seed, general_dir, work, cli)
+                    update(report, prepared, setups, cli, work, start)
+    write(report, out)
     print(markdown(report))
+
+
+def update(report: dict, prepared: dict, setups, cli, work: Path, start: float) -> None:
+    """The report from every finished run, written out (after each run)."""
+    report["tasks"] = {n: task_report(p, setups, cli, work) for n, p in prepared.items()}
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    report["load"] = [round(x, 2) for x in os.getloadavg()]
+    write(report, Path(cli.output) if cli.output else None)
 
 
 if __name__ == "__main__":

@@ -162,3 +162,22 @@ def test_distill_general_needs_a_length_for_a_streamed_corpus(tmp_path, capsys):
             "--output_dir", str(tmp_path / "o"), "--use_cpu", "true"]  # fmt: skip
     assert main(argv) == 1
     assert "set --max_steps, or --max_windows" in capsys.readouterr().err
+
+
+def test_an_mpnet_teacher_teaches_its_layer_copies_through_the_relation_hooks(tmp_path):
+    from transformers import MPNetConfig, MPNetModel
+
+    torch.manual_seed(0)
+    config = MPNetConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                         intermediate_size=37, max_position_embeddings=40)  # fmt: skip
+    teacher = MPNetModel(config).eval()
+    student = create_student(teacher, 2)
+    inputs = padded_batch()
+    with torch.no_grad():  # layer copies of the teacher's relative-position bias and layers 2 and 4
+        assert torch.equal(student.encoder.relative_attention_bias.weight, teacher.encoder.relative_attention_bias.weight)
+    trainer = GeneralDistillationTrainer(model=student, teacher_model=teacher, args=general_args(tmp_path))
+    assert trainer.relations.pairs == ((2, 4),)
+    student.train()
+    loss = trainer.compute_loss(student, inputs)
+    loss.backward()
+    assert loss.item() > 0 and student.encoder.layer[1].attention.attn.q.weight.grad.abs().sum() > 0
