@@ -38,13 +38,14 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     Trainer,
-    TrainingArguments,
 )
 
 from distilnlp import DistillationTrainer, DistillationTrainingArguments, create_student
 from distilnlp.commands.arguments import resolve_model_path
 from distilnlp.commands.steps import evaluate_on, prepare_data
 from distilnlp.data import DataArguments
+# transformers 5 dropped `warmup_ratio`; distilnlp's stage arguments translate it (as every training stage does).
+from distilnlp.distill.stage_arguments import StageTrainingArguments as TrainingArguments
 from distilnlp.onnx import export_teacher
 from distilnlp.teacher_cache import TeacherCache, TeacherCacheError, build_teacher_cache
 
