@@ -132,7 +132,7 @@ def test_distill_general_cli_writes_a_student_that_distill_starts_from_and_a_rer
             "--save_steps", "3", "--learning_rate", "1e-3"]  # fmt: skip
     assert main(argv) == 0
     results = json.loads((out / "general_results.json").read_text())
-    assert results["steps"] == 6 and results["relation_pairs"] == [[2, 4]]
+    assert results["steps"] == 6 and results["relation_pairs"] == [[2, 4]] and results["relation_heads"] == 4
     assert results["student_shape"]["teacher_layers"] == [1, 3]
     assert (out / "checkpoint-6").is_dir()
     assert "general student saved" in capsys.readouterr().out

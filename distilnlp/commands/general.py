@@ -139,6 +139,7 @@ def distill_general(general_args: GeneralArguments, args: GeneralDistillationArg
         trainer.save_model()
         trainer.save_state()
         results = {
+            **settings["distillation"],  # first: the measured values below win (relation_heads resolved)
             "train_loss": output.training_loss,
             "train_seconds": round(output.metrics.get("train_runtime", 0.0), 1),
             "steps": trainer.state.global_step,
@@ -150,7 +151,6 @@ def distill_general(general_args: GeneralArguments, args: GeneralDistillationArg
                 "layers": student.config.num_hidden_layers, "hidden_size": student.config.hidden_size,
                 "teacher_layers": getattr(student.config, "distilnlp_teacher_layers", None),
             },
-            **settings["distillation"],
         }  # fmt: skip
         if trainer.is_world_process_zero():
             write_json(Path(args.output_dir) / GENERAL_RESULTS_FILE, results)
