@@ -6,8 +6,8 @@ registry wheels) the machinery of `distillation_quality.py` is reused: the packa
 teacher, its logits cached once over labelled + transfer + test rows, and 2-layer students trained over seeds:
 
     hard_labels, hard_labels_lr3e-4     plain fine-tune of the 2 layers copied from the fine-tuned teacher
-    logit_kd                            logit KD (alpha 0.9, T 2) of the copied student on the labelled rows
-    logit_kd_general                    the same from the general student (below), new classification head
+    logit_kd[_lr3e-4]                   logit KD (alpha 0.9, T 2) of the copied student on the labelled rows
+    logit_kd_general[_lr3e-4]           the same from the general student (below), new classification head
     logit_kd_pretrained_copy            the same from 2 layers copied from the *pretrained* MiniLM, no general
                                         stage: the general student's starting point, to isolate the stage
     logit_kd_transfer4x[_general]       logit KD + the task's transfer text (4x the labelled rows where it has them)
@@ -55,7 +55,9 @@ SETUPS = [
     (dq.Setup("hard_labels", "plain fine-tune, copied layers", distill=False), "copy"),
     (dq.Setup("hard_labels_lr3e-4", "plain fine-tune, copied layers, lr 3e-4", distill=False, learning_rate=3e-4), "copy"),
     (dq.Setup("logit_kd", "logit KD, copied layers", dq.KD), "copy"),
+    (dq.Setup("logit_kd_lr3e-4", "logit KD, copied layers, lr 3e-4", dq.KD, learning_rate=3e-4), "copy"),
     (dq.Setup("logit_kd_general", "logit KD, general student", dq.KD), "general"),
+    (dq.Setup("logit_kd_general_lr3e-4", "logit KD, general student, lr 3e-4", dq.KD, learning_rate=3e-4), "general"),
     (dq.Setup("logit_kd_pretrained_copy", "logit KD, layers of the pretrained MiniLM", dq.KD), "pretrained_copy"),
     (dq.Setup("logit_kd_transfer4x", "logit KD + transfer 4x, copied layers", dq.KD, transfer=4), "copy"),
     (dq.Setup("logit_kd_transfer4x_general", "logit KD + transfer 4x, general student", dq.KD, transfer=4), "general"),
@@ -68,7 +70,7 @@ EXTRA_SETUPS = [
 ALL_SETUPS = {setup.name: (setup, init) for setup, init in SETUPS + EXTRA_SETUPS}
 # Each general-student setup is compared with its copied-layers twin (same recipe, other initialisation).
 TWINS = {
-    "logit_kd_general": "logit_kd", "logit_kd_pretrained_copy": "logit_kd",
+    "logit_kd_general": "logit_kd", "logit_kd_pretrained_copy": "logit_kd", "logit_kd_general_lr3e-4": "logit_kd_lr3e-4",
     "logit_kd_transfer4x_general": "logit_kd_transfer4x", "hard_labels_general_lr3e-4": "hard_labels_lr3e-4",
     "logit_kd_transfer4x_general_lr3e-4": "logit_kd_transfer4x_lr3e-4",
 }  # fmt: skip
