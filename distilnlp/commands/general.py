@@ -13,6 +13,7 @@ from transformers import AutoModel, AutoTokenizer, DataCollatorWithPadding, set_
 
 from ..data.corpus import BUNDLED_CORPORA, corpus_dataset
 from ..distill.general import GeneralDistillationArguments, GeneralDistillationTrainer
+from ..distill.stage_arguments import list_items
 from ..distill.student import create_random_student, create_student
 from ..runs.artifacts import GENERAL_RESULTS_FILE
 from ..runs.checkpoints import RunSettingsCallback, plan_resume
@@ -35,11 +36,11 @@ class GeneralArguments:
             "'minilm' (the packaged all-MiniLM-L6-v2)."
         },
     )
-    corpus: str = field(
-        default="news_articles",
+    corpus: list[str] = field(
+        default_factory=lambda: ["news_articles"],
         metadata={
-            "help": "Comma-separated unlabelled text sources: .txt files, folders of .txt files, or bundled "
-            f"corpora ({', '.join(BUNDLED_CORPORA)}). Streamed: never loaded whole."
+            "help": "Unlabelled text sources, comma- or space-separated: .txt files, folders of .txt files, or "
+            f"bundled corpora ({', '.join(BUNDLED_CORPORA)}). Streamed: never loaded whole."
         },
     )
     student: str | None = field(
@@ -64,6 +65,7 @@ class GeneralArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow the teacher's custom model code."})
 
     def __post_init__(self) -> None:
+        self.corpus = list_items(self.corpus)
         if not self.sources:
             raise ValueError("corpus must name at least one source (a .txt file, a folder or news_articles).")
         for name in ("max_length", "min_tokens", "shuffle_buffer"):
@@ -74,7 +76,7 @@ class GeneralArguments:
 
     @property
     def sources(self) -> list[str]:
-        return [part.strip() for part in self.corpus.split(",") if part.strip()]
+        return list_items(self.corpus)
 
 
 def build_general_student(general_args: GeneralArguments, teacher):

@@ -21,7 +21,7 @@ from .counts import ItemCounts
 from .layers import LayerMapping
 from .losses import HIDDEN_LOSSES
 from .relations import RELATION_TYPES, RelationDistillation
-from .stage_arguments import StageTrainingArguments
+from .stage_arguments import StageTrainingArguments, list_items
 from .trainer import NonFiniteLossError
 
 GENERAL_FIELDS = (
@@ -33,16 +33,17 @@ GENERAL_FIELDS = (
 class GeneralDistillationArguments(StageTrainingArguments):
     """`TrainingArguments` plus the losses of general distillation (MiniLMv2 relations, hidden states)."""
 
-    relation_layers: str = field(
-        default="last",
+    relation_layers: list[str] = field(
+        default_factory=lambda: ["last"],
         metadata={
             "help": "Which student layer's Q/K/V relations learn from which teacher layer's: 'last' (MiniLMv2 for "
             "small teachers), 'uniform', or student:teacher pairs such as '4:9' (MiniLMv2 takes an upper-middle "
-            "layer of a large teacher); encoder layers counted from 1."
+            "layer of a large teacher); encoder layers counted from 1; comma- or space-separated."
         },
     )
-    relation_types: str = field(
-        default="q,k,v", metadata={"help": "Relations to distill: a comma-separated subset of q, k, v."}
+    relation_types: list[str] = field(
+        default_factory=lambda: ["q", "k", "v"],
+        metadata={"help": "Relations to distill: a subset of q, k, v, comma- or space-separated."},
     )
     relation_heads: int | None = field(
         default=None,
@@ -56,12 +57,16 @@ class GeneralDistillationArguments(StageTrainingArguments):
         metadata={"help": "Weight (>= 0) of the hidden-state loss (needs equal student and teacher widths)."},
     )
     hidden_loss: str = field(default="mse", metadata={"help": "Hidden-state loss: mse or cosine."})
-    hidden_layers: str = field(
-        default="uniform",
+    hidden_layers: list[str] = field(
+        default_factory=lambda: ["uniform"],
         metadata={"help": "Hidden-state layer pairs: 'uniform', 'last' or student:teacher pairs (0 = embeddings)."},
     )
 
     def __post_init__(self):
+        # Flags give lists of words, recipes text or lists: one typed list each (as DistillationTrainingArguments).
+        self.relation_types = [kind.lower() for kind in list_items(self.relation_types)]
+        self.relation_layers = list_items(self.relation_layers)
+        self.hidden_layers = list_items(self.hidden_layers)
         super().__post_init__()
         if self.hidden_weight < 0:
             raise ValueError(f"hidden_weight must be >= 0, got {self.hidden_weight}.")
@@ -69,22 +74,22 @@ class GeneralDistillationArguments(StageTrainingArguments):
             raise ValueError(f"hidden_loss must be one of {HIDDEN_LOSSES.names()}, got {self.hidden_loss!r}.")
         if self.relation_heads is not None and self.relation_heads < 1:
             raise ValueError(f"relation_heads must be >= 1 or unset, got {self.relation_heads}.")
-        LayerMapping.parse(self.hidden_layers)
+        LayerMapping.parse(list_items(self.hidden_layers))
         _ = self.parsed_relation_types, self.parsed_relation_layers
 
     @property
     def parsed_relation_types(self) -> tuple[str, ...]:
-        kinds = tuple(part.strip().lower() for part in self.relation_types.split(","))
+        kinds = tuple(kind.lower() for kind in list_items(self.relation_types))
         if not kinds or len(set(kinds)) != len(kinds) or not set(kinds) <= set(RELATION_TYPES):
             raise ValueError(
-                f"relation_types={self.relation_types!r}: give distinct relations from q, k, v, such as 'q,k,v'."
+                f"relation_types={','.join(kinds)!r}: give distinct relations from q, k, v, such as 'q,k,v'."
             )
         return kinds
 
     @property
     def parsed_relation_layers(self) -> LayerMapping:
         try:
-            return LayerMapping.parse(self.relation_layers)
+            return LayerMapping.parse(list_items(self.relation_layers))
         except ValueError as error:  # the parser's message names layer_mapping
             raise ValueError(str(error).replace("layer_mapping", "relation_layers")) from None
 
@@ -120,7 +125,7 @@ class GeneralDistillationTrainer(Trainer):
                     f"hidden_weight > 0 needs equal widths, but the student has {model.config.hidden_size} and "
                     f"the teacher {teacher_model.config.hidden_size}; set hidden_weight 0 (relations need none)."
                 )
-            self.hidden_pairs = LayerMapping.parse(args.hidden_layers).resolve(
+            self.hidden_pairs = LayerMapping.parse(list_items(args.hidden_layers)).resolve(
                 model.config.num_hidden_layers, teacher_model.config.num_hidden_layers
             )
 
