@@ -181,3 +181,27 @@ def test_an_mpnet_teacher_teaches_its_layer_copies_through_the_relation_hooks(tm
     loss = trainer.compute_loss(student, inputs)
     loss.backward()
     assert loss.item() > 0 and student.encoder.layer[1].attention.attn.q.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_distill_general_runs_under_accelerate_launch_on_two_processes(tmp_path):
+    import os
+    import subprocess
+
+    from test_ddp import accelerate_launch
+
+    teacher = save_tiny_model(tmp_path / "teacher", layers=4)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(f"w{(i * 7 + j) % 110}" for j in range(30)) for i in range(40)))
+    argv = ["distill-general", "--teacher", str(teacher), "--corpus", str(corpus), "--student_layers", "2",
+            "--max_length", "16", "--max_steps", "3", "--per_device_train_batch_size", "4",
+            "--output_dir", str(tmp_path / "out"), "--report_to", "none", "--use_cpu", "true",
+            "--disable_tqdm", "true", "--save_steps", "2"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(accelerate_launch("-m", "distilnlp", *argv), env=env, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "general_results.json").read_text())
+    assert results["steps"] == 3 and results["windows_seen"] == 24  # 4 per process x 2 processes x 3 steps
+    assert (tmp_path / "out" / "checkpoint-2").is_dir()
+    BertModel.from_pretrained(tmp_path / "out")

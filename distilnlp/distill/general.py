@@ -67,6 +67,12 @@ class GeneralDistillationArguments(StageTrainingArguments):
         self.relation_types = [kind.lower() for kind in list_items(self.relation_types)]
         self.relation_layers = list_items(self.relation_layers)
         self.hidden_layers = list_items(self.hidden_layers)
+        if self.ddp_static_graph is None:
+            # The loss reads Q/K/V (and hidden states) of chosen layers: what comes after them (the last layer's
+            # attention output and feed-forward with 'last', the pooler) is in the forward's outputs yet gets no
+            # gradient. DDP's search for unused parameters starts from the outputs and so waits for those
+            # gradients forever; a static graph learns in the first step which parameters get none.
+            self.ddp_static_graph = True
         super().__post_init__()
         if self.hidden_weight < 0:
             raise ValueError(f"hidden_weight must be >= 0, got {self.hidden_weight}.")
