@@ -264,6 +264,8 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--setups", nargs="+", default=[s.name for s, _ in SETUPS], choices=list(ALL_SETUPS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--transfer_tasks", nargs="+", default=None, choices=list(TASKS),
+                        help="run the transfer setups on these tasks only (default: every task)")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--teacher_epochs", type=float, default=2.0)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
@@ -292,12 +294,12 @@ def main() -> None:
         "general_windows": cli.general_windows, "general_student": general, "threads": cli.threads,
         "not_measured": cli.not_measured, "command": "python benchmarks/general_distillation.py " + " ".join(sys.argv[1:]),
     }  # fmt: skip
-    # Cheap setups (labelled rows only) over every seed first, then the transfer setups; seed-major within each
-    # phase, so a run cut short has every setup of the phase for its first seeds.
-    phases = [[s for s in setups if not s[0].transfer], [s for s in setups if s[0].transfer]]
-    for phase in phases:
-        for seed in cli.seeds:
-            for name in cli.tasks:
+    # Per seed: the cheap setups (labelled rows only) on every task, then the transfer setups on
+    # --transfer_tasks; a run cut short has every setup of its first seeds.
+    cheap, transfer = [s for s in setups if not s[0].transfer], [s for s in setups if s[0].transfer]
+    for seed in cli.seeds:
+        for phase, tasks in ((cheap, cli.tasks), (transfer, cli.transfer_tasks or cli.tasks)):
+            for name in [t for t in cli.tasks if t in tasks]:
                 for setup, init in phase:
                     if not cli.report_only:
                         run_one(prepared[name], setup, init, seed, general_dir, work, cli)
