@@ -205,6 +205,8 @@ def paired(accuracy: dict, base: str, name: str) -> dict | None:
 def _cell(gain: dict | None) -> str:
     if gain is None:
         return "-"
+    if len(gain["seeds"]) < 2:  # no spread to compare with
+        return f"{gain['mean'] * 100:+.2f} (1 seed)"
     verdict = "yes" if gain["paired_gain_over_2_std"] else "no"
     return f"{gain['mean'] * 100:+.2f} ± {gain['std'] * 100:.2f} ({verdict})"
 
@@ -228,7 +230,7 @@ def markdown(report: dict) -> str:
     for name, task in report["tasks"].items():
         lines += [
             f"## {name}", "",
-            f"{task['labelled_rows']} labelled training rows, {task['transfer_rows']} transfer rows available; test set "
+            f"{task['labelled_rows']} labelled training rows, {task['transfer_rows']} transfer rows prepared (at most 4x); test set "
             f"{task['test_size']}; teacher test accuracy **{task['teacher_accuracy']:.4f}**.", "",
         ]  # fmt: skip
         lines += [
