@@ -76,6 +76,10 @@ TWINS = {
 }  # fmt: skip
 
 
+# The general stage alone: the general student against the layers it started from (same recipe).
+STAGE_TWINS = {"logit_kd_general": "logit_kd_pretrained_copy"}
+
+
 def general_student(work: Path, cli) -> tuple[Path, dict]:
     """The general student's folder (built once: `distill_general` resumes or returns the finished run)."""
     folder = work / f"general-2l-{cli.general_windows}w-{cli.general_length}t-lr{cli.general_lr:g}"
@@ -185,6 +189,8 @@ def task_report(prepared: dict, setups, cli, work: Path) -> dict:
             row["gain_over_best_hard_labels"] = paired(accuracy, best_plain, name)
         if name in TWINS and TWINS[name] in table:
             row["gain_over_copied_layers"] = paired(accuracy, TWINS[name], name)
+        if name in STAGE_TWINS and STAGE_TWINS[name] in table:
+            row["gain_of_the_general_stage"] = paired(accuracy, STAGE_TWINS[name], name)
     return {
         "task": dataclasses.asdict(task), "labels": prepared["names"], "test_size": len(prepared["test"]),
         "labelled_rows": prepared["labelled"], "transfer_rows": prepared["transfer_rows"],
@@ -247,6 +253,13 @@ def markdown(report: dict) -> str:
                 f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} | {row['retention'] * 100:.1f}% | "
                 f"{_cell(row.get('gain_over_best_hard_labels'))} | {_cell(row.get('gain_over_copied_layers'))} |"
             )
+        for setup, row in task["setups"].items():
+            if row.get("gain_of_the_general_stage"):
+                gain = row["gain_of_the_general_stage"]
+                lines.append(
+                    f"\nThe general stage alone ({setup} vs {gain['against']}, the layers it started from, same "
+                    f"recipe): {_cell(gain)} points, per seed {gain['per_seed']}."
+                )
         lines.append("")
     if report.get("not_measured"):
         lines += ["Not measured: " + report["not_measured"], ""]
