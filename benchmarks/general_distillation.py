@@ -217,19 +217,24 @@ def _cell(gain: dict | None) -> str:
     return f"{gain['mean'] * 100:+.2f} ± {gain['std'] * 100:.2f} ({verdict})"
 
 
+def _run_minutes(report: dict) -> float:
+    return sum(run["seconds"] for task in report["tasks"].values() for row in task["setups"].values()
+               for run in row["runs"]) / 60  # fmt: skip
+
+
 def markdown(report: dict) -> str:
     general = report["general_student"]
     lines = [
         "# General distillation on tasks outside BBC News (2-layer MiniLM students)", "",
         f"Seeds wanted {report['seeds']}; {report['epochs']} epoch(s), batch 32, lr {report['learning_rate']} unless "
         f"named, max_length {dq.MAX_LENGTH}; teacher: the packaged all-MiniLM-L6-v2 fine-tuned {report['teacher_epochs']} "
-        f"epochs on the labelled rows. {report['threads']} thread(s) (`nice`, shared 2-core machine). This invocation: "
-        f"{report['seconds'] / 60:.1f} min.", "",
+        f"epochs on the labelled rows. {report['threads']} thread(s) (`nice`, shared 2-core machine). The student runs "
+        f"took {_run_minutes(report):.1f} min in all (training and scoring; teachers, caches and the general stage aside).", "",
         f"General student: 2 layers copied from the pretrained MiniLM, then `distill-general` from the pretrained "
         f"MiniLM encoder (MiniLMv2 Q/K/V relations, student layer 2 <- teacher layer 6, {general.get('relation_heads')} "
         f"relation heads) on {general.get('windows_seen')} windows of {report['general_length']} tokens of news_articles "
         f"({general.get('steps')} steps, lr {report['general_lr']:g}, final train loss {general.get('train_loss', float('nan')):.4f}, "
-        f"{general.get('train_seconds', 0) / 60:.1f} min of training).", "",
+        f"{general.get('train_seconds', 0) / 60:.1f} min of training{report.get('general_note', '')}).", "",
         "Gains are paired per seed (mean ± std of the per-seed differences, in points); (yes) when the mean exceeds "
         "2 std of the paired differences.", "",
     ]  # fmt: skip
@@ -292,6 +297,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work_dir", default="runs/general_distillation")
     parser.add_argument("--output", default=None)
+    parser.add_argument("--general_note", default="", help="a remark on the general stage's run, for the report")
     parser.add_argument("--report_only", action="store_true", help="write the report of the finished runs, run none")
     parser.add_argument("--not_measured", default="", help="a sentence for the report: what was scaled down")
     cli = parser.parse_args()
@@ -307,6 +313,7 @@ def main() -> None:
         "seeds": cli.seeds, "epochs": cli.epochs, "teacher_epochs": cli.teacher_epochs, "learning_rate": cli.learning_rate,
         "max_length": dq.MAX_LENGTH, "general_length": cli.general_length, "general_lr": cli.general_lr,
         "general_windows": cli.general_windows, "general_student": general, "threads": cli.threads,
+        "general_note": cli.general_note,
         "not_measured": cli.not_measured, "command": "python benchmarks/general_distillation.py " + " ".join(sys.argv[1:]),
     }  # fmt: skip
     # Per seed: the cheap setups (labelled rows only) on every task, then the transfer setups on
