@@ -208,6 +208,13 @@ class DistillationTrainingArguments(StageTrainingArguments):
             "student:teacher pairs such as '1:2,2:4,3:6' (0 = embedding output)."
         },
     )
+    token_soft_positions: str = field(
+        default="words",
+        metadata={
+            "help": "Token classification: where the soft loss is taken, 'words' (the labelled subwords: each "
+            "word's first, or all with label_all_subwords) or 'tokens' (every real token, special ones too)."
+        },
+    )
     allow_changed_settings: bool = field(
         default=False,
         metadata={
@@ -228,6 +235,10 @@ class DistillationTrainingArguments(StageTrainingArguments):
 
     def validate_distillation(self) -> None:
         """Check every distillation field (also re-run after a hyper-parameter search sets new values)."""
+        if self.token_soft_positions not in ("words", "tokens"):
+            raise ValueError(
+                f"token_soft_positions must be 'words' or 'tokens', got {self.token_soft_positions!r}."
+            )
         for name in _SCHEDULED:
             for key in (name, f"{name}_end"):
                 value = getattr(self, key)
