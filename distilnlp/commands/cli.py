@@ -153,7 +153,9 @@ def _finetune(argv: list[str]) -> int:
     )
     results = finetune(model_args, data_args, training_args)
     if "test_recall" in results:  # token classification: entity-level scores (seqeval)
-        print(f"teacher test entity F1 {results['test_f1']:.4f}, token accuracy {results['test_accuracy']:.4f}")
+        print(
+            f"teacher test entity F1 {results['test_f1']:.4f}, token accuracy {results['test_accuracy']:.4f}"
+        )
     else:
         print(f"teacher test accuracy {results['test_accuracy']:.4f}, macro-F1 {results['test_f1']:.4f}")
     return 0
