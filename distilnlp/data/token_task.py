@@ -31,7 +31,7 @@ from .conll import (
     tag_names,
     to_iob2,
 )
-from .sources import BBC_NEWS, _load_source, _split_of
+from .sources import BBC_NEWS, SPLITS, _load_source, _split_of
 from .task import UNLABELED
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,8 @@ def _conll_files(name: str) -> dict[str, Path] | None:
             split = _split_of(file.stem) if file.suffix.lower() in CONLL_SUFFIXES else None
             if split is not None and split not in files:
                 files[split] = file
-        if "train" in files:
-            return files
+        if "train" in files:  # train first: its errors are reported first
+            return {split: files[split] for split in SPLITS if split in files}
     return None
 
 
