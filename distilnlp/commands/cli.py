@@ -170,9 +170,10 @@ def _distill(argv: list[str]) -> int:
     )
     results = distill(distill_args, data_args, training_args)
     if "student_test_recall" in results:  # token classification: entity-level F1 (seqeval)
+        teacher = results.get("teacher_test_f1")  # none with --evaluate_teacher false
         print(
-            f"teacher test entity F1 {results['teacher_test_f1']:.4f}, student test entity F1 "
-            f"{results['student_test_f1']:.4f}"
+            (f"teacher test entity F1 {teacher:.4f}, " if teacher is not None else "")
+            + f"student test entity F1 {results['student_test_f1']:.4f}"
         )
         return 0
     teacher = results.get("teacher_test_accuracy")  # none with soft labels from a file

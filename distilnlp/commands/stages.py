@@ -232,7 +232,7 @@ def _distill(distill_args, data_args, args, plan: ResumePlan, settings: dict) ->
 
     # teacher_test_* is the feature teacher; the others of an ensemble are teacher<i>_test_*.
     scores = {}
-    for index, other in enumerate(trainer.teachers):
+    for index, other in enumerate(trainer.teachers if distill_args.evaluate_teacher else []):
         prefix = "teacher_test" if other is trainer.teacher_model else f"teacher{index}_test"
         scores |= evaluate_on(other, in_labels_of(other, tokenized["test"], names), tokenizer, args, prefix)
     results = {
