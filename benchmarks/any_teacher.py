@@ -38,7 +38,6 @@ from transformers import (
     RobertaForSequenceClassification,
     RobertaTokenizerFast,
     Trainer,
-    TrainingArguments,
 )
 
 from distilnlp import (
@@ -52,6 +51,7 @@ from distilnlp.commands.arguments import FinetuneArguments, resolve_model_path
 from distilnlp.commands.stages import finetune
 from distilnlp.commands.steps import evaluate_on, prepare_data
 from distilnlp.data import DataArguments, load_bbc_news, load_task_data, read_soft_labels, tokenize_task_data
+from distilnlp.distill.stage_arguments import StageTrainingArguments
 from distilnlp.teacher_cache import build_soft_label_cache
 
 HERE = Path(__file__).parent
@@ -69,7 +69,7 @@ def minilm_teacher(cli, work: Path) -> str:
     folder = work / "teacher"
     if (folder / "config.json").exists():  # a finished earlier run in the same --work folder
         return str(folder)
-    args = TrainingArguments(**quiet_args(folder, 42, num_train_epochs=cli.teacher_epochs, learning_rate=cli.teacher_learning_rate,
+    args = StageTrainingArguments(**quiet_args(folder, 42, num_train_epochs=cli.teacher_epochs, learning_rate=cli.teacher_learning_rate,
                                           per_device_train_batch_size=16, warmup_ratio=0.1, weight_decay=0.01))  # fmt: skip
     base = "minilm"
     if (
@@ -105,7 +105,7 @@ def bpe_teacher(cli, work: Path, data_args: DataArguments) -> tuple:
                            pad_token_id=tokenizer.pad_token_id, bos_token_id=0, eos_token_id=2,
                            id2label=dict(enumerate(raw["train"].features["label"].names)))  # fmt: skip
     model = RobertaForSequenceClassification(config)
-    args = TrainingArguments(**quiet_args(folder / "run", 0, num_train_epochs=cli.bpe_epochs, learning_rate=1e-3,
+    args = StageTrainingArguments(**quiet_args(folder / "run", 0, num_train_epochs=cli.bpe_epochs, learning_rate=1e-3,
                                           per_device_train_batch_size=16, warmup_ratio=0.1, weight_decay=0.01))  # fmt: skip
     start = time.perf_counter()
     Trainer(
@@ -143,7 +143,7 @@ def run_seed(
         model, folder = student(seed, cli.student_layers), work / f"{method}-{seed}"
         start = time.perf_counter()
         if method == "hard":
-            trainer = Trainer(model=model, args=TrainingArguments(**quiet_args(folder, seed, **schedule)),
+            trainer = Trainer(model=model, args=StageTrainingArguments(**quiet_args(folder, seed, **schedule)),
                               train_dataset=data["train"], data_collator=collator, **common)  # fmt: skip
         elif method == "cross":
             cross = TeacherInputsCollator(tokenizer, bpe_tokenizer, max_length=cli.max_length,
@@ -158,7 +158,7 @@ def run_seed(
                                           args=args, train_dataset=data["train"], data_collator=collator, **common)  # fmt: skip
         trainer.train()
         seconds = time.perf_counter() - start
-        output = Trainer(model=model.eval(), args=TrainingArguments(**quiet_args(folder, seed)),
+        output = Trainer(model=model.eval(), args=StageTrainingArguments(**quiet_args(folder, seed)),
                          data_collator=collator).predict(data["test"])  # fmt: skip
         predictions[method] = output.predictions.argmax(-1)
         accuracy = float((predictions[method] == output.label_ids).mean())
@@ -245,7 +245,7 @@ def main() -> None:
                            max_length=cli.max_length)  # fmt: skip
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
     teacher_scores = evaluate_on(
-        teacher, data["test"], tokenizer, TrainingArguments(**quiet_args(work / "e", 0)), "test"
+        teacher, data["test"], tokenizer, StageTrainingArguments(**quiet_args(work / "e", 0)), "test"
     )
     bpe_model, bpe_tokenizer, bpe_report = bpe_teacher(cli, work, data_args)
     text_data = data["train"].add_column("text", raw["train"]["text"])

@@ -18,10 +18,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 
 from distilnlp import DistillationTrainer, create_student
 from distilnlp.benchmark.metrics import compute_classification_metrics
-from distilnlp.commands.demo import DemoArguments, stage_training_args
 from distilnlp.commands.steps import evaluate_on, prepare_data
 from distilnlp.data import DataArguments
 from distilnlp.distill.arguments import DistillationTrainingArguments
+from distilnlp.distill.stage_arguments import StageTrainingArguments
 
 SETUPS = {
     "fine-tune (hard labels only)": None,
@@ -30,6 +30,16 @@ SETUPS = {
         alpha=0.5, hidden_weight=1.0, attention_weight=1.0
     ),
 }
+
+
+def stage_args(cls, folder: Path, cli, **extra):
+    """The demo recipes' training settings (batch 16, warm-up 0.1, weight decay 0.01) for one setup."""
+    return cls(
+        output_dir=str(folder), num_train_epochs=cli.epochs, learning_rate=cli.learning_rate,
+        per_device_train_batch_size=16, per_device_eval_batch_size=64, warmup_ratio=0.1, weight_decay=0.01,
+        eval_strategy="no", save_strategy="no", logging_steps=25, seed=cli.seed, report_to="none",
+        dataloader_pin_memory=False, overwrite_output_dir=True, **extra,
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -49,7 +59,6 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(cli.teacher)
     _, data, _ = prepare_data(DataArguments(split_seed=cli.seed), tokenizer)
     teacher = AutoModelForSequenceClassification.from_pretrained(cli.teacher, attn_implementation="eager")
-    demo = DemoArguments(output_dir=str(out), seed=cli.seed)
     collator = DataCollatorWithPadding(tokenizer)
 
     rows = []
@@ -63,22 +72,10 @@ def main() -> None:
             compute_metrics=compute_classification_metrics,
         )
         if losses is None:
-            args = stage_training_args(
-                demo, folder, cli.epochs, cli.learning_rate, save_strategy="no", overwrite_output_dir=True
-            )
+            args = stage_args(StageTrainingArguments, folder, cli)
             trainer = Trainer(model=student, args=args, **common)
         else:
-            args = stage_training_args(
-                demo,
-                folder,
-                cli.epochs,
-                cli.learning_rate,
-                cls=DistillationTrainingArguments,
-                save_strategy="no",
-                overwrite_output_dir=True,
-                temperature=2.0,
-                **losses,
-            )
+            args = stage_args(DistillationTrainingArguments, folder, cli, temperature=2.0, **losses)
             trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, **common)
         start = time.perf_counter()
         trainer.train()

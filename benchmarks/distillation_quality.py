@@ -38,13 +38,13 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     Trainer,
-    TrainingArguments,
 )
 
 from distilnlp import DistillationTrainer, DistillationTrainingArguments, create_student
 from distilnlp.commands.arguments import resolve_model_path
 from distilnlp.commands.steps import evaluate_on, prepare_data
 from distilnlp.data import DataArguments
+from distilnlp.distill.stage_arguments import StageTrainingArguments
 from distilnlp.onnx import export_teacher
 from distilnlp.teacher_cache import TeacherCache, TeacherCacheError, build_teacher_cache
 
@@ -130,7 +130,7 @@ def finetune_teacher(task: Task, train, tokenizer, names, work: Path, cli, seed:
     model = AutoModelForSequenceClassification.from_pretrained(
         resolve_model_path("minilm"), num_labels=len(names), ignore_mismatched_sizes=True
     )
-    args = TrainingArguments(
+    args = StageTrainingArguments(
         output_dir=str(folder), num_train_epochs=cli.teacher_epochs, learning_rate=5e-5, warmup_ratio=0.1,
         per_device_train_batch_size=32, save_strategy="no", report_to="none", use_cpu=True,
         disable_tqdm=True, logging_steps=50, seed=seed,
@@ -188,7 +188,7 @@ def run_setup(setup: Setup, seed: int, teachers: list, tokenizer, train, test, w
     else:
         plain = train.remove_columns([c for c in train.column_names if c.startswith("teacher_")])
         trainer = Trainer(
-            model=student, args=TrainingArguments(**common), train_dataset=plain, data_collator=collator
+            model=student, args=StageTrainingArguments(**common), train_dataset=plain, data_collator=collator
         )
     trainer.train()
     seconds = time.perf_counter() - start

@@ -36,13 +36,13 @@ from transformers import (
     DataCollatorWithPadding,
     Trainer,
     TrainerCallback,
-    TrainingArguments,
 )
 
 from distilnlp import DistillationTrainer, DistillationTrainingArguments, create_student
 from distilnlp.commands.arguments import resolve_model_path
 from distilnlp.commands.steps import evaluate_on, prepare_data
 from distilnlp.data import DataArguments, labeled_subset
+from distilnlp.distill.stage_arguments import StageTrainingArguments
 from distilnlp.onnx import export_teacher
 from distilnlp.teacher_cache import TeacherCache, build_teacher_cache
 
@@ -126,7 +126,7 @@ def step_costs(base_path, tokenizer, data, cache_dir: Path, out: Path, blocks: i
     timers = {"finetune": StepTimer(), "distill_cached": StepTimer()}
     finetune = Trainer(
         model=student_from(base_path, 5, 2, seed),
-        args=TrainingArguments(**common_args(out / "step-finetune", seed, max_steps=steps)),
+        args=StageTrainingArguments(**common_args(out / "step-finetune", seed, max_steps=steps)),
         train_dataset=data["train"],
         data_collator=collator,
         callbacks=[timers["finetune"]],
@@ -172,7 +172,7 @@ def quality(cli, base_path, teacher_dir, tokenizer, out: Path, cache_dir: Path) 
     finetuned = student_from(base_path, 5, 2, cli.seed)
     Trainer(
         model=finetuned,
-        args=TrainingArguments(**common_args(out / "q-finetune", cli.seed, **schedule)),
+        args=StageTrainingArguments(**common_args(out / "q-finetune", cli.seed, **schedule)),
         train_dataset=labelled,
         data_collator=collator,
     ).train()
@@ -193,7 +193,7 @@ def quality(cli, base_path, teacher_dir, tokenizer, out: Path, cache_dir: Path) 
         data_collator=collator,
     ).train()
 
-    eval_args = TrainingArguments(**common_args(out / "q-eval", cli.seed))
+    eval_args = StageTrainingArguments(**common_args(out / "q-eval", cli.seed))
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     scores = {
         name: evaluate_on(model, data["test"], tokenizer, eval_args, "test")

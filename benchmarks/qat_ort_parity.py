@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from tiny import EXPORT_WORDS, save_wordpiece_model  # noqa: E402
 from transformers import AutoTokenizer, BertForSequenceClassification  # noqa: E402
 
-from distilnlp import quantization_aware as qa  # noqa: E402
+from distilnlp.int8 import quantization_aware as qa  # noqa: E402
 
 TEXTS = [
     " ".join(EXPORT_WORDS[(7 * i + 13 * j) % len(EXPORT_WORDS)] for j in range(3 + i % 20)) for i in range(48)

@@ -27,6 +27,54 @@ def write_recipe(path, **values):
     return str(path)
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        [
+            "--teacher",
+            "t1,t2",
+            "--teacher_weights",
+            "1,3",
+            "--relation_types",
+            "Q,k",
+            "--layer_mapping",
+            "1:2,2:4",
+        ],
+        [
+            "--teacher",
+            "t1",
+            "t2",
+            "--teacher_weights",
+            "1",
+            "3",
+            "--relation_types",
+            "q",
+            "k",
+            "--layer_mapping",
+            "1:2",
+            "2:4",
+        ],
+    ],
+)
+def test_list_options_take_commas_or_spaces_and_become_typed_lists(tmp_path, flags):
+    distill_args, _, args = parse_config(DISTILL_TYPES, [*flags, "--output_dir", str(tmp_path)])
+    assert distill_args.teachers == ["t1", "t2"] and args.teacher_weights == [1.0, 3.0]
+    assert args.relation_types == ["q", "k"] and args.layer_mapping == ["1:2", "2:4"]
+    assert args.parsed_layer_mapping.pairs == ((1, 2), (2, 4))
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        teacher=["t1", "t2"],
+        teacher_weights="1,3",
+        relation_types=["q", "k"],
+        layer_mapping="1:2,2:4",
+        output_dir=str(tmp_path),
+    )
+    from_recipe = parse_config(DISTILL_TYPES, [recipe])
+    assert from_recipe[0].teacher == distill_args.teacher
+    for name in ("teacher_weights", "relation_types", "layer_mapping"):
+        assert getattr(from_recipe[2], name) == getattr(args, name), name
+
+
 def test_flags_override_the_recipe(tmp_path):
     recipe = write_recipe(
         tmp_path / "r.yaml",
@@ -41,7 +89,7 @@ def test_flags_override_the_recipe(tmp_path):
     distill_args, data_args, args = parse_config(
         DISTILL_TYPES, [recipe, "--alpha", "0.9", "--max_length", "64"]
     )
-    assert distill_args.teacher == "t"
+    assert distill_args.teacher == ["t"]
     assert args.temperature == 4.0  # from the recipe
     assert args.alpha == 0.9  # the flag wins
     assert data_args.max_length == 64

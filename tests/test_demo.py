@@ -94,6 +94,6 @@ def test_stage_configs_equal_what_the_old_flag_strings_parsed(tmp_path):
         new, old = stage_config(recipe, types, **overrides), old_stage_config(recipe, types, **overrides)
         assert new == old and new[-1].to_dict() == old[-1].to_dict()
         assert new[-1].output_dir == str(tmp_path / "stage") and new[-1].num_train_epochs == 1.5
-    assert new[0].teacher == str(tmp_path / "teacher") and new[0].student_layers == 3
+    assert new[0].teacher == [str(tmp_path / "teacher")] and new[0].student_layers == 3
     with pytest.raises(ValueError, match="unknown field 'epochs'"):
         stage_config("finetune_bbc_news", stages[0][1], epochs=1)

@@ -75,7 +75,10 @@ def test_a_truncated_model_safetensors_is_named_by_every_command(task, tmp_path,
         ("alpha: true", "alpha is True (a bool) but must be a float (a number)"),
         ("max_steps: 2.5", "max_steps is 2.5 (a float) but must be an int"),
         ("use_cpu: 1", "use_cpu is 1 (an int) but must be a bool (true or false)"),
-        ("teacher: {a: 1}", "teacher is {'a': 1} (a mapping) but must be a str (text) or null"),
+        (
+            "teacher: {a: 1}",
+            "teacher is {'a': 1} (a mapping) but must be a list of str or null, or comma-separated text",
+        ),
         ("save_strategy: [steps]", "save_strategy is ['steps'] (a list) but must be a str"),
         ("temperature: null", "temperature is None (null) but must be a float (a number)"),
     ],
@@ -103,7 +106,7 @@ def test_recipe_values_that_fit_their_fields_still_parse(tmp_path):
     )
     types = (DistillArguments, DataArguments, DistillationTrainingArguments, SearchArguments)
     distill_args, _, args, search_args = parse_config(types, [str(path)])
-    assert distill_args.teachers == ["t1", "t2"] and args.teacher_weights == "1,3"  # lists of comma fields
+    assert distill_args.teachers == ["t1", "t2"] and args.teacher_weights == [1.0, 3.0]  # typed lists
     assert args.alpha == 1.0 and args.learning_rate == 1e-3 and distill_args.student_layer_selection == "3"
     assert search_args.search_alpha == [0, 1] and args.use_cpu is True
 

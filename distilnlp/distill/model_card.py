@@ -104,7 +104,16 @@ def _eval_results(results: dict, model_name: str) -> list[EvalResult]:
 
 
 def _table(header: tuple[str, str], rows) -> list[str]:
-    return [f"| {header[0]} | {header[1]} |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)]
+    return [
+        f"| {header[0]} | {header[1]} |",
+        "|---|---|",
+        *(f"| {key} | {_cell(value)} |" for key, value in rows),
+    ]
+
+
+def _cell(value) -> str:
+    """A list option as it is written on the command line (`1.0,3.0`), anything else as text."""
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _models_section(summary: dict) -> list[str]:
@@ -199,7 +208,7 @@ def distillation_summary(trainer, changed_on_resume: dict | None = None) -> dict
         "teacher_cache": (
             {k: cache[k] for k in ("path", "fingerprint", "backend", "key")} if cache is not None else None
         ),
-        "layer_mapping": args.layer_mapping,
+        "layer_mapping": ",".join(args.layer_mapping),
         # Every distillation setting as given, so the run can be repeated (the entries above are resolved).
         "distillation_settings": {name: getattr(args, name) for name in distillation_fields(args)},
         "changed_on_resume": dict(changed_on_resume or {}),

@@ -10,8 +10,9 @@ from collections import defaultdict
 import safetensors.torch
 import torch
 
+from ..runs.artifacts import PROJECTIONS_FILE
 from .arguments import FEATURE_WEIGHTS
-from .layers import PROJECTIONS_FILE, split_projection_state
+from .layers import split_projection_state
 from .model_card import build_model_card, distillation_summary
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 from transformers import TrainingArguments
@@ -45,3 +47,15 @@ def has_accelerator() -> bool:
         or torch.backends.mps.is_available()
         or (xpu is not None and xpu.is_available())
     )
+
+
+def list_items(value: str | Sequence[Any] | None) -> list[str]:
+    """A list option's items as text: '1,2 3' / ['1,2', 3] -> ['1', '2', '3']; None -> [].
+
+    Flags give a list of words, each of which may hold several comma-separated items; a recipe or Python may
+    give one text or a list. The fields' own checks convert and validate the items.
+    """
+    if value is None:
+        return []
+    words = [value] if isinstance(value, str) else list(value)
+    return [item.strip() for word in words for item in str(word).split(",") if item.strip()]

@@ -38,14 +38,15 @@ def parse_teacher_weights(spec: str | Sequence[float] | None) -> list[float] | N
     if spec is None:
         return None
     parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    shown = ",".join(str(part).strip() for part in parts)
     try:
         weights = [float(part) for part in parts]
     except (TypeError, ValueError):
         raise ValueError(
-            f"teacher_weights={spec!r}: give one number per teacher, comma-separated, such as '0.5,0.5'."
+            f"teacher_weights={shown!r}: give one number per teacher, comma-separated, such as '0.5,0.5'."
         ) from None
     if not weights or not all(math.isfinite(w) and w > 0 for w in weights):
-        raise ValueError(f"teacher_weights={spec!r}: every weight must be a finite number > 0.")
+        raise ValueError(f"teacher_weights={shown!r}: every weight must be a finite number > 0.")
     return weights
 
 

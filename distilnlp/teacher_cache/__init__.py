@@ -3,12 +3,12 @@
 See `format` for the folder layout, the key that decides when a cache is stale, and the top-k approximation.
 """
 
+from ..runs.artifacts import TEACHER_CACHE_METADATA_FILE as METADATA_FILE
 from .attach import attach_teacher_cache, has_cached_logits, pop_cached_logits
 from .build import build_teacher_cache
 from .format import (
     CACHE_COLUMNS,
     LOGITS,
-    METADATA_FILE,
     TOPK_INDICES,
     TOPK_LOGITS,
     CacheKey,

@@ -10,8 +10,9 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from ..runs.artifacts import TEACHER_CACHE_METADATA_FILE
 from .build import build_teacher_cache
-from .format import _DROPPED_LOGIT, LOGITS, METADATA_FILE, TOPK_INDICES, TOPK_LOGITS, TeacherCacheError
+from .format import _DROPPED_LOGIT, LOGITS, TOPK_INDICES, TOPK_LOGITS, TeacherCacheError
 from .load import TeacherCache
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def attach_teacher_cache(
         references = datasets
     # Every process takes part in a build (each runs the teacher over its slice of the rows), so none may
     # wait for another to build it first; all see the same folder here, as none can finish a build alone.
-    if not (path / METADATA_FILE).exists():
+    if not (path / TEACHER_CACHE_METADATA_FILE).exists():
         if teacher is None:
             raise TeacherCacheError(
                 f"teacher_cache={str(path)!r} does not exist yet and there is no teacher_model to build "

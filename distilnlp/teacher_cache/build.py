@@ -14,12 +14,11 @@ import numpy as np
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..runs.artifacts import CORE_PACKAGES, package_versions
+from ..runs.artifacts import CORE_PACKAGES, TEACHER_CACHE_METADATA_FILE, package_versions
 from ..runs.folders import replace_folder
 from .fingerprint import combine, inputs_fingerprint
 from .format import (
     FORMAT_VERSION,
-    METADATA_FILE,
     CacheKey,
     TeacherCacheError,
     _check_supported,
@@ -182,9 +181,13 @@ def _teacher_logits(
 
 
 def _check_replaceable(output_dir: Path) -> None:
-    if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / METADATA_FILE).exists():
+    if (
+        output_dir.exists()
+        and any(output_dir.iterdir())
+        and not (output_dir / TEACHER_CACHE_METADATA_FILE).exists()
+    ):
         raise TeacherCacheError(
-            f"{output_dir} exists and is not a teacher cache (no {METADATA_FILE}); choose another folder."
+            f"{output_dir} exists and is not a teacher cache (no {TEACHER_CACHE_METADATA_FILE}); choose another folder."
         )
 
 
@@ -237,7 +240,7 @@ def write_cache(
         **(extra or {}),
     }
     metadata["integrity"] = metadata_digest(metadata)
-    (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    (staging / TEACHER_CACHE_METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     replace_folder(staging, output_dir)  # atomic: the old cache stays whole until the new one is in place
     logger.info(f"Teacher cache written to {output_dir} (fingerprint {metadata['fingerprint'][:12]})")
     return TeacherCache(output_dir, metadata)

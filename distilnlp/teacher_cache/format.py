@@ -52,7 +52,6 @@ from datasets import Dataset, Features, Sequence, Value
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.task import label_names_of
-from ..runs.artifacts import TEACHER_CACHE_METADATA_FILE as METADATA_FILE  # noqa: F401 (re-exported)
 from ..runs.artifacts import TEACHER_LOGITS_COLUMN
 from ..runs.model_files import model_task
 from .fingerprint import combine, inputs_fingerprint, teachers_fingerprint, tokenizer_fingerprint

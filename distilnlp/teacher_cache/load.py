@@ -10,6 +10,7 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..runs.artifacts import TEACHER_CACHE_METADATA_FILE
 from .fingerprint import (
     combine,
     inputs_fingerprint,
@@ -19,7 +20,6 @@ from .fingerprint import (
 from .format import (
     CACHE_COLUMNS,
     FORMAT_VERSION,
-    METADATA_FILE,
     UNCHECKED,
     CacheKey,
     CorruptTeacherCacheError,
@@ -46,10 +46,10 @@ class TeacherCache:
     @classmethod
     def load(cls, path: str | os.PathLike) -> TeacherCache:
         path = Path(path)
-        meta_path = path / METADATA_FILE
+        meta_path = path / TEACHER_CACHE_METADATA_FILE
         if not meta_path.is_file():
             raise CorruptTeacherCacheError(
-                f"{path} is not a teacher cache ({METADATA_FILE} missing). Build it with `distilnlp "
+                f"{path} is not a teacher cache ({TEACHER_CACHE_METADATA_FILE} missing). Build it with `distilnlp "
                 "cache-teacher` or point teacher_cache at an empty folder to build it when training."
             )
         try:
@@ -57,7 +57,7 @@ class TeacherCache:
             _ = metadata["key"]["teacher"], metadata["splits"], metadata["num_labels"]
         except (ValueError, KeyError, TypeError) as error:
             raise CorruptTeacherCacheError(
-                f"The teacher cache {path} is corrupted: {METADATA_FILE} cannot be read ({error}). Delete the "
+                f"The teacher cache {path} is corrupted: {TEACHER_CACHE_METADATA_FILE} cannot be read ({error}). Delete the "
                 "folder and build it again."
             ) from error
         if metadata.get("format_version") != FORMAT_VERSION:
@@ -77,7 +77,7 @@ class TeacherCache:
             or metadata.get("fingerprint") != fingerprint
         ):
             raise CorruptTeacherCacheError(
-                f"The teacher cache {path} is corrupted: {METADATA_FILE} was changed after the cache was built "
+                f"The teacher cache {path} is corrupted: {TEACHER_CACHE_METADATA_FILE} was changed after the cache was built "
                 "(its digest does not match). Rebuild it (`distilnlp cache-teacher` replaces it)."
             )
         return cls(path, metadata)

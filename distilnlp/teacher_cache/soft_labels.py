@@ -18,9 +18,10 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from ..data.soft_labels import SoftLabels
+from ..runs.artifacts import TEACHER_CACHE_METADATA_FILE
 from .build import write_cache
 from .fingerprint import inputs_fingerprint, tokenizer_fingerprint
-from .format import METADATA_FILE, CacheKey, TeacherCacheError
+from .format import CacheKey, TeacherCacheError
 from .load import TeacherCache
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def build_soft_label_cache(
 
 def _current(path: Path, key: CacheKey, datasets: dict[str, Dataset]) -> TeacherCache | None:
     """The cache in `path` if it was built from the same soft labels, tokenizer and inputs, else None."""
-    if not (path / METADATA_FILE).exists():
+    if not (path / TEACHER_CACHE_METADATA_FILE).exists():
         return None
     try:
         cache = TeacherCache.load(path)
