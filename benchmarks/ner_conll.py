@@ -38,11 +38,11 @@ SETUPS = [
         "plain fine-tune (hard labels), lr 3e-4",
         ["--alpha", "0", "--learning_rate", "3e-4"],
     ),
-    ("logit_kd", "logit KD (alpha 0.5, T 2), lr 1e-4", ["--alpha", "0.5", "--learning_rate", "1e-4"]),
+    ("logit_kd", "logit KD (alpha 0.5, T 2), lr 3e-4", ["--alpha", "0.5", "--learning_rate", "3e-4"]),
     (
         "kd_hidden",
-        "logit KD + hidden-state MSE (uniform map, weight 1), lr 1e-4",
-        ["--alpha", "0.5", "--hidden_weight", "1", "--learning_rate", "1e-4"],
+        "logit KD + hidden-state MSE (uniform map, weight 1), lr 3e-4",
+        ["--alpha", "0.5", "--hidden_weight", "1", "--learning_rate", "3e-4"],
     ),
 ]
 FINETUNES = [name for name, _, _ in SETUPS if name.startswith("finetune")]
@@ -195,6 +195,15 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def wait_for(path: Path, minutes: float = 60) -> None:
+    """Block until `path` exists (a teacher still being evaluated by another process)."""
+    deadline = time.time() + 60 * minutes
+    while not path.is_file():
+        if time.time() > deadline:
+            raise TimeoutError(f"{path} did not appear within {minutes} minutes")
+        time.sleep(15)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -210,11 +219,12 @@ def main() -> None:
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--export_seed", type=int, default=0)
     parser.add_argument("--skip_export", action="store_true")
+    parser.add_argument("--report_only", action="store_true", help="only gather the finished runs' JSON")
     cli_args = parser.parse_args()
     work = Path(cli_args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     teacher = Path(cli_args.teacher) if cli_args.teacher else work / "teacher"
-    if not (teacher / "finetune_results.json").is_file():
+    if not cli_args.teacher and not (teacher / "finetune_results.json").is_file():
         cli(
             "finetune",
             "--output_dir",
@@ -224,21 +234,29 @@ def main() -> None:
             *common(cli_args),
             log=work / "teacher.log",
         )
-    teacher_results = json.loads((teacher / "finetune_results.json").read_text())
+    wait_for(teacher / "model.safetensors")  # trained (its test scores may still be on their way)
     setups = [s for s in SETUPS if s[0] in cli_args.setups]
-    records = []
     # Seed-major: every setup gets seed 0 first, so a cut-short run still compares all setups.
-    for seed in cli_args.seeds:
+    for seed in [] if cli_args.report_only else cli_args.seeds:
         for depth in cli_args.depths:
             for setup in setups:
-                records.append(run(cli_args, depth, setup, seed, teacher))
+                run(cli_args, depth, setup, seed, teacher)
+    wait_for(teacher / "finetune_results.json")
+    teacher_results = json.loads((teacher / "finetune_results.json").read_text())
+    # Every finished run of the results folder (other invocations ran other depths or seeds).
+    records = [
+        json.loads(p.read_text()) for p in sorted((Path(cli_args.results) / "runs").glob("*L-*-s*.json"))
+    ]
     summary = summarise(records, teacher_results["test_f1"])
     benchmarks = []
-    for depth in cli_args.depths if not cli_args.skip_export else []:
+    for depth in sorted(summary):
         block = summary[depth]["setups"]
         best = max((s for s in block if s not in FINETUNES), key=lambda s: block[s]["f1_mean"], default=None)
-        record = export_and_benchmark(cli_args, depth, best, teacher) if best else None
-        benchmarks += [record] if record else []
+        may_run = depth in cli_args.depths and not cli_args.skip_export and not cli_args.report_only
+        cached = Path(cli_args.results) / "runs" / f"{depth}L-benchmark.json"
+        if best and (may_run or cached.is_file()):
+            record = export_and_benchmark(cli_args, depth, best, teacher)
+            benchmarks += [record] if record else []
     report = {
         "settings": vars(cli_args) | {"teacher": str(teacher)},
         "teacher_f1": teacher_results["test_f1"],
