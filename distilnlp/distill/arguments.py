@@ -214,10 +214,7 @@ class DistillationTrainingArguments(StageTrainingArguments):
     )
     token_soft_positions: str = field(
         default="words",
-        metadata={
-            "help": "Token classification: where the soft loss is taken, 'words' (the labelled subwords: each "
-            "word's first, or all with label_all_subwords) or 'tokens' (every real token, special ones too)."
-        },
+        metadata={"help": "Token tasks: the soft loss at 'words' (labelled subwords) or 'tokens' (all)."},
     )
     allow_changed_settings: bool = field(
         default=False,
@@ -247,9 +244,7 @@ class DistillationTrainingArguments(StageTrainingArguments):
     def validate_distillation(self) -> None:
         """Check every distillation field (also re-run after a hyper-parameter search sets new values)."""
         if self.token_soft_positions not in ("words", "tokens"):
-            raise ValueError(
-                f"token_soft_positions must be 'words' or 'tokens', got {self.token_soft_positions!r}."
-            )
+            raise ValueError(f"token_soft_positions: 'words' or 'tokens', not {self.token_soft_positions!r}.")
         for name in _SCHEDULED:
             for key in (name, f"{name}_end"):
                 value = getattr(self, key)
