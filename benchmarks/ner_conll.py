@@ -150,7 +150,7 @@ def export_and_benchmark(cli_args, depth: int, setup: str, teacher: Path) -> dic
     report = json.loads((bench / "benchmark.json").read_text())
     export = json.loads((onnx_dir / "distilnlp_export.json").read_text())
     record = {"depth": depth, "setup": setup, "seed": cli_args.export_seed, "benchmark": report,
-              "export_parity": export.get("parity"), "int8": export.get("int8")}  # fmt: skip
+              "export_parity": export.get("parity"), "int8": export.get("int8_choice")}  # fmt: skip
     out.write_text(json.dumps(record, indent=2, default=str) + "\n")
     return record
 
