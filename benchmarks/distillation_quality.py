@@ -159,11 +159,14 @@ def teacher_cache(folder: Path, teacher_dir: Path, train, test, tokenizer, cli) 
     )  # fmt: skip
 
 
-def run_setup(setup: Setup, seed: int, teachers: list, tokenizer, train, test, work: Path, cli) -> dict:
+def run_setup(
+    setup: Setup, seed: int, teachers: list, tokenizer, train, test, work: Path, cli, student=None
+) -> dict:
     """Train and score one setup's 2-layer student with `seed`. `train` holds the cached logits of
-    `teachers[: setup.teachers]` (a live-teacher setup drops them and runs `teachers[0]` every step)."""
+    `teachers[: setup.teachers]` (a live-teacher setup drops them and runs `teachers[0]` every step).
+    `student`: a callable that builds the student (default: `create_student(teachers[0], 2)`)."""
     torch.manual_seed(seed)
-    student = create_student(teachers[0], 2)
+    student = student() if student is not None else create_student(teachers[0], 2)
     common = dict(
         output_dir=str(work / f"run-{setup.name}-{seed}"), num_train_epochs=cli.epochs,
         learning_rate=setup.learning_rate or cli.learning_rate, warmup_ratio=0.1, weight_decay=0.01, per_device_train_batch_size=32,

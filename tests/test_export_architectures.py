@@ -1,6 +1,6 @@
 """Every architecture `create_student` supports exports to ONNX (sequence and token classification), matches
-PyTorch, and has its fusion outcome recorded: ORT's BERT fusions cover all but DeBERTa-v2, whose unfused attention
-is reported, not shipped as fused."""
+PyTorch, and has its fusion outcome recorded: ORT's BERT fusions cover all but DeBERTa-v2 and MPNet, whose unfused
+attention is reported, not shipped as fused."""
 
 import json
 
@@ -13,7 +13,9 @@ from tiny import export
 from distilnlp.distill.student import create_student
 from distilnlp.onnx import OnnxClassifier
 
-UNFUSED = {"deberta-v2"}  # relative attention: ORT's BERT rules find no Attention subgraph
+# Relative attention: ORT's BERT rules find no Attention subgraph (MPNet adds its position bias to the scores
+# before the mask, a second Add between the Div and the Softmax that no qk path of FusionAttention matches).
+UNFUSED = {"deberta-v2", "mpnet"}
 
 
 @pytest.mark.parametrize(("model_type", "head"), CASES)

@@ -34,7 +34,12 @@ def _config(model_type: str) -> tf.PretrainedConfig:
             **TINY,
             **LABELS,
         )
-    config_class = {"bert": tf.BertConfig, "roberta": tf.RobertaConfig, "xlm-roberta": tf.XLMRobertaConfig}
+    config_class = {
+        "bert": tf.BertConfig,
+        "roberta": tf.RobertaConfig,
+        "xlm-roberta": tf.XLMRobertaConfig,
+        "mpnet": tf.MPNetConfig,  # a relative-position bias shared by all layers (encoder level)
+    }
     return config_class[model_type](**TINY, **LABELS)
 
 
@@ -65,6 +70,11 @@ MODELS = {
         tf.DebertaV2ForSequenceClassification,
         tf.DebertaV2ForTokenClassification,
         "deberta.encoder.layer",
+    ),
+    "mpnet": (
+        tf.MPNetForSequenceClassification,
+        tf.MPNetForTokenClassification,
+        "mpnet.encoder.layer",
     ),
 }
 CASES = [(mt, head) for mt in MODELS for head in ("seq", "tok")]
@@ -214,11 +224,11 @@ def test_create_student_errors(num_layers, layers, match):
 
 
 def test_unsupported_architecture_is_named():
-    config = tf.MPNetConfig(**TINY, num_labels=2)
-    teacher = tf.MPNetForSequenceClassification(config)
-    with pytest.raises(ValueError, match=r"Unsupported architecture 'mpnet'.*bert, roberta, xlm-roberta"):
+    config = tf.AlbertConfig(embedding_size=16, **TINY, num_labels=2)
+    teacher = tf.AlbertForSequenceClassification(config)
+    with pytest.raises(ValueError, match=r"Unsupported architecture 'albert'.*bert, roberta, xlm-roberta"):
         create_student(teacher, 2)
-    with pytest.raises(ValueError, match=r"Unsupported architecture 'mpnet'"):
+    with pytest.raises(ValueError, match=r"Unsupported architecture 'albert'"):
         create_random_student(teacher, hidden_size=16)
 
 

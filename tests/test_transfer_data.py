@@ -210,4 +210,4 @@ def test_recommended_recipes_parse(task, tmp_path):
     )
     assert teacher_data.dataset == data.dataset == data.transfer_dataset == f"bbc_news_{task}"
     assert data.max_transfer_samples == 8 * data.max_train_samples == 8 * teacher_data.max_train_samples
-    assert distill_args.teacher == f"runs/teacher-{task}" and args.teacher_cache and args.alpha == 0.9
+    assert distill_args.teacher == [f"runs/teacher-{task}"] and args.teacher_cache and args.alpha == 0.9

@@ -26,6 +26,8 @@ commands:
   demo       fine-tune the packaged MiniLM teacher on BBC News, distill a student, evaluate both
   finetune   fine-tune a pretrained encoder into a teacher            (FinetuneArguments + data + Trainer flags)
   distill    distill a student from a fine-tuned teacher               (DistillArguments + data + distillation flags)
+  distill-general  task-agnostic distillation of a student encoder on unlabelled text
+             (MiniLMv2); its output folder is a student for `distill --student DIR`
   export     MODEL_DIR --output OUT_DIR: ONNX export, int8 quantization, parity checks (ExportArguments + data)
   benchmark  accuracy, latency, throughput and size of teacher / student / ONNX student in one run
   cache-teacher  precompute the teacher's logits (--teacher_cache DIR) so `distill` need not run it
@@ -101,7 +103,7 @@ def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
 # torch.save's zip writer failing its write check (`[enforce fail at inline_container.cc:672] . unexpected pos
 # 576 vs 534`, or `PytorchStreamWriter failed writing file ...`; torch gives no errno).
 DISK_FULL_TEXTS = ("No space left on device", "os error 28", "PytorchStreamWriter failed writing")
-TRAINING_COMMANDS = ("demo", "finetune", "distill", "search", "sweep")
+TRAINING_COMMANDS = ("demo", "finetune", "distill", "distill-general", "search", "sweep")
 
 
 def _chain(error: BaseException | None):
@@ -180,6 +182,21 @@ def _distill(argv: list[str]) -> int:
     print(
         (f"teacher test accuracy {teacher:.4f}, " if teacher is not None else "")
         + f"student test accuracy {results['student_test_accuracy']:.4f}"
+    )
+    return 0
+
+
+def _distill_general(argv: list[str]) -> int:
+    from ..distill.general import GeneralDistillationArguments
+    from .general import GeneralArguments, distill_general
+
+    general_args, training_args = parse(
+        (GeneralArguments, GeneralDistillationArguments), argv, prog="distilnlp distill-general"
+    )
+    results = distill_general(general_args, training_args)
+    print(
+        f"general student saved to {training_args.output_dir}: {results['steps']} steps, "
+        f"{results['windows_seen']} windows, train loss {results['train_loss']:.4f}"
     )
     return 0
 
@@ -272,6 +289,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "demo": _demo,
     "finetune": _finetune,
     "distill": _distill,
+    "distill-general": _distill_general,
     "export": _export,
     "benchmark": _benchmark,
     "cache-teacher": _cache_teacher,

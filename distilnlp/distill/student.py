@@ -50,6 +50,8 @@ _ARCHITECTURES: dict[str, _Arch] = {
     "roberta": _Arch(_ENCODER),
     "xlm-roberta": _Arch(_ENCODER),
     "electra": _Arch(_ENCODER, width_followers=("embedding_size",)),
+    # MPNet's relative-position bias (encoder.relative_attention_bias) is shared by all layers: copied whole.
+    "mpnet": _Arch(_ENCODER),
     "deberta-v2": _Arch(_ENCODER, width_followers=("pooler_hidden_size", "embedding_size")),
     "distilbert": _Arch(
         "transformer.layer",

@@ -10,6 +10,7 @@ from pathlib import Path
 # distilnlp finetune / distill
 FINETUNE_RESULTS_FILE = "finetune_results.json"
 DISTILL_RESULTS_FILE = "distill_results.json"
+GENERAL_RESULTS_FILE = "general_results.json"  # distilnlp distill-general
 PROJECTIONS_FILE = "distillation_projections.safetensors"
 RUN_SETTINGS_FILE = "distilnlp_run_settings.json"  # distillation settings + length of the run in output_dir
 RUN_LOCK_FILE = "_distilnlp.lock"  # "_" prefix: Trainer.push_to_hub never uploads it
