@@ -44,6 +44,7 @@ CHANGES = {
     "teacher_cache_batch_size": {"teacher_cache_batch_size": 8},
     "quantization_aware": {"quantization_aware": True},
     "layer_mapping": {"layer_mapping": "last"},
+    "token_soft_positions": {"token_soft_positions": "tokens"},
     **{
         f"{name}_{part}": {f"{name}_schedule": "linear", f"{name}_end": _SCHEDULE_ENDS.get(name, 1.0)}
         for name in _SCHEDULED

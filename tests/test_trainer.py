@@ -128,7 +128,14 @@ def test_token_classification_soft_loss_counts_real_tokens_only(tmp_path):
     teacher, student = tiny_pair(token=True, student_hidden=32, student_heads=4)
     dataset = token_dataset(8, token=True)
     trainer = make_trainer(
-        tmp_path, teacher, student, dataset, hidden_weight=0.5, attention_weight=0.0, alpha=0.5
+        tmp_path,
+        teacher,
+        student,
+        dataset,
+        hidden_weight=0.5,
+        attention_weight=0.0,
+        alpha=0.5,
+        token_soft_positions="tokens",  # every real token (the default, words, is tested in test_token_classification)
     )
     batch = pad_collate([dataset[i] for i in range(8)])
     student.eval()

@@ -14,26 +14,30 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def add_reference_ratios(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Add to each stage record its speedup, size ratio and accuracy retained against the first (the reference),
-    which is returned."""
+def add_reference_ratios(records: list[dict[str, Any]], retained: str = "accuracy") -> dict[str, Any]:
+    """Add to each stage record its speedup, size ratio and `accuracy_retained` (the share of the reference's
+    `retained` score: accuracy, or a token classifier's entity F1) against the first (the reference), which is
+    returned."""
     reference = records[0]
     for r in records:
         r["speedup"] = _ratio(reference["latency_p50_ms"], r["latency_p50_ms"])
         r["size_ratio"] = _ratio(r["size_mb"], reference["size_mb"])
-        r["accuracy_retained"] = _ratio(r["accuracy"], reference["accuracy"])
+        r["accuracy_retained"] = _ratio(r[retained], reference[retained])
     return reference
 
 
-def markdown_table(stages: Sequence[Mapping[str, Any]]) -> str:
-    """The stage records of `run_benchmark` as a markdown table."""
+def markdown_table(stages: Sequence[Mapping[str, Any]], token_task: bool = False) -> str:
+    """The stage records of `run_benchmark` as a markdown table (`token_task`: word accuracy, entity F1 and
+    the share of the reference's entity F1 kept)."""
 
     def fmt(value, spec):
         return "n/a" if value is None else format(value, spec)
 
+    scores = "Word acc. | Entity F1" if token_task else "Accuracy | Macro-F1"
+    kept = "F1 retained" if token_task else "Acc. retained"
     lines = [
-        "| Stage | Accuracy | Macro-F1 | p50 (ms) | p95 (ms) | Throughput (samples/s) | Size (MB) "
-        "| Params (M) | Speedup | Size ratio | Acc. retained |",
+        f"| Stage | {scores} | p50 (ms) | p95 (ms) | Throughput (samples/s) | Size (MB) "
+        f"| Params (M) | Speedup | Size ratio | {kept} |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in stages:

@@ -28,11 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import (
-    AutoModelForSequenceClassification,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from ..distill.teachers import align_logits, label_names_of, label_permutation
@@ -40,9 +36,10 @@ from ..runs.artifacts import BENCHMARK_JSON_FILE as JSON_FILE
 from ..runs.artifacts import BENCHMARK_MARKDOWN_FILE as MARKDOWN_FILE
 from ..runs.artifacts import BENCHMARK_PLOT_FILE as PLOT_FILE
 from ..runs.artifacts import CORE_PACKAGES, ONNX_FILE, ONNX_PACKAGES, package_versions
-from ..runs.model_files import load_model_folder, saved_tokenizer
+from ..runs.model_files import auto_model_class, folder_task, load_model_folder, saved_tokenizer
 from .metrics import classification_scores
 from .report import add_reference_ratios, markdown_table, plot
+from .tokens import encode_words, is_word_lists, token_scores
 
 logger = logging.get_logger(__name__)
 
@@ -158,7 +155,7 @@ def torch_stage(
     folder = None
     if not isinstance(model, PreTrainedModel):
         folder = Path(model)
-        model = load_model_folder(AutoModelForSequenceClassification, folder, name)
+        model = load_model_folder(auto_model_class(folder_task(folder)), folder, name)
         if tokenizer is None:
             tokenizer = own_tokenizer(folder, name)
     model.eval()
@@ -223,6 +220,8 @@ def onnx_stage(
 def _encode(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], length: int, pad_to_length: bool
 ) -> Batch:
+    if is_word_lists(texts):  # token classification: sentences as words
+        return dict(encode_words(tokenizer, texts, length, pad_to_length))
     enc = tokenizer(
         list(texts),
         padding="max_length" if pad_to_length else True,
@@ -288,13 +287,19 @@ def _measure(
     tokenizer,
     args: BenchmarkArguments,
     label_order: list[int] | None = None,
+    names: Sequence[str] | None = None,
 ):
     tokenizer = stage.tokenizer or tokenizer
-    predictions = []
-    for i in range(0, len(texts), args.batch_size):
-        batch = _encode(tokenizer, texts[i : i + args.batch_size], args.sequence_length, pad_to_length=False)
-        predictions.append(align_logits(stage.predict_fn(batch), label_order).argmax(-1))
-    scores = classification_scores(np.concatenate(predictions), np.asarray(labels))
+    if is_word_lists(texts):  # entity F1 (seqeval) and word accuracy, each word read at its first subword
+        scores = token_scores(stage, label_order, tokenizer, texts, labels, names, args)
+    else:
+        predictions = []
+        for i in range(0, len(texts), args.batch_size):
+            batch = _encode(
+                tokenizer, texts[i : i + args.batch_size], args.sequence_length, pad_to_length=False
+            )
+            predictions.append(align_logits(stage.predict_fn(batch), label_order).argmax(-1))
+        scores = classification_scores(np.concatenate(predictions), np.asarray(labels))
 
     # Timed inputs are exactly sequence_length tokens, so every stage does the same work.
     single = _encode(tokenizer, texts[:1], args.sequence_length, pad_to_length=True)
@@ -355,23 +360,26 @@ def run_benchmark(
         )
     texts = list(texts)
     orders = label_orders(stages, label_names)
+    token_task = is_word_lists(texts)  # then label_names (the tags in id order) are required
     load_before = _load_average()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.num_threads)
     try:
         records = [
-            _measure(s, texts, labels, tokenizer, args, order)
+            _measure(s, texts, labels, tokenizer, args, order, label_names)
             for s, order in zip(tqdm(stages, desc="benchmark", unit="stage"), orders, strict=True)
         ]
     finally:
         torch.set_num_threads(previous_threads)
 
-    reference = add_reference_ratios(records)
+    # Token classification: "accuracy" is word accuracy, "f1" entity F1, and the share kept is of entity F1.
+    reference = add_reference_ratios(records, "f1" if token_task else "accuracy")
 
     results: dict[str, Any] = {
         "settings": asdict(args)
         | {
             "num_examples": len(texts),
+            "task": "token-classification" if token_task else "sequence-classification",
             "reference_stage": reference["name"],
             # Other processes on the cores distort timings badly (OpenMP threads spin-wait on a descheduled
             # peer): a load average above the core count says to rerun on a quiet machine.
@@ -386,7 +394,7 @@ def run_benchmark(
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / JSON_FILE).write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown_table(records)
+    table = markdown_table(records, token_task)
     (output_dir / MARKDOWN_FILE).write_text(table)
     plot(records, output_dir / PLOT_FILE)
     return results | {"markdown": table}

@@ -126,6 +126,13 @@ class DistillArguments:
         default=False,
         metadata={"help": "Allow custom model code from the model folders (off: safe default)."},
     )
+    evaluate_teacher: bool = field(
+        default=True,
+        metadata={
+            "help": "Also score the teacher(s) on the test split (off: the results hold the student's scores "
+            "only; saves a teacher pass over the test set when the teacher's score is known)."
+        },
+    )
 
     def __post_init__(self):
         if self.teacher is not None:

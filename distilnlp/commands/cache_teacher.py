@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from ..data import DataArguments
+from ..data import DataArguments, token_label_names
 from ..distill.arguments import DistillationTrainingArguments
 from ..onnx import export_teacher
 from ..runs.model_files import load_model_folder
@@ -48,6 +48,11 @@ def cache_teacher(
         AutoTokenizer, teachers[0], "teacher's tokenizer", trust_remote_code=distill_args.trust_remote_code
     )
     _, tokenized, _ = prepare_data(data_args, tokenizer, with_transfer=True)
+    if token_label_names(tokenized["train"]) is not None:
+        raise ValueError(
+            "cache-teacher stores one logit vector per example; per-token logits of token classification are "
+            "not cached yet: distil with the live teacher (no --teacher_cache)."
+        )
     splits = {name: tokenized[name] for name in CACHED_SPLITS}
     try:
         if not (Path(args.teacher_cache) / METADATA_FILE).exists():

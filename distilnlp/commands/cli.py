@@ -157,7 +157,12 @@ def _finetune(argv: list[str]) -> int:
         (FinetuneArguments, DataArguments, StageTrainingArguments), argv, prog="distilnlp finetune"
     )
     results = finetune(model_args, data_args, training_args)
-    print(f"teacher test accuracy {results['test_accuracy']:.4f}, macro-F1 {results['test_f1']:.4f}")
+    if "test_recall" in results:  # token classification: entity-level scores (seqeval)
+        print(
+            f"teacher test entity F1 {results['test_f1']:.4f}, token accuracy {results['test_accuracy']:.4f}"
+        )
+    else:
+        print(f"teacher test accuracy {results['test_accuracy']:.4f}, macro-F1 {results['test_f1']:.4f}")
     return 0
 
 
@@ -169,6 +174,13 @@ def _distill(argv: list[str]) -> int:
         (DistillArguments, DataArguments, DistillationTrainingArguments), argv, prog="distilnlp distill"
     )
     results = distill(distill_args, data_args, training_args)
+    if "student_test_recall" in results:  # token classification: entity-level F1 (seqeval)
+        teacher = results.get("teacher_test_f1")  # none with --evaluate_teacher false
+        print(
+            (f"teacher test entity F1 {teacher:.4f}, " if teacher is not None else "")
+            + f"student test entity F1 {results['student_test_f1']:.4f}"
+        )
+        return 0
     teacher = results.get("teacher_test_accuracy")  # none with soft labels from a file
     print(
         (f"teacher test accuracy {teacher:.4f}, " if teacher is not None else "")

@@ -12,7 +12,7 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from ..benchmark.stages import BenchmarkArguments, onnx_stage, run_benchmark, torch_stage
-from ..data import DataArguments, label_names, load_task_data
+from ..data import TOKEN_TASK, DataArguments, detect_task, label_names, load_task_data, load_token_data
 from ..data.sources import BBC_NEWS
 from ..data.tokenize import check_max_length
 from ..onnx import ExportArguments, ExportResult, ExportTexts, export_model
@@ -47,10 +47,35 @@ class ExportTargetArguments:
 def _texts_and_labels(
     data_args: DataArguments, split: str, limit: int | None = None, data=None
 ) -> tuple[list, list]:
+    """(texts, label ids) of a split; for token-classification data (`tokens` / `tags` columns), (word
+    lists, tag-id lists)."""
     dataset = (data if data is not None else load_task_data(data_args))[split]
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
+    if "tags" in dataset.column_names and "tokens" in dataset.column_names:
+        return list(dataset["tokens"]), list(dataset["tags"])
     return list(dataset[data_args.text_column]), list(dataset[data_args.label_column])
+
+
+def load_data(data_args: DataArguments):
+    """The task's splits: `load_token_data` for token classification, else `load_task_data`."""
+    return load_token_data(data_args) if detect_task(data_args) == TOKEN_TASK else load_task_data(data_args)
+
+
+def data_label_names(data) -> list[str]:
+    """Class names of the data (tag names of token-classification data)."""
+    if "tags" in data["train"].column_names:
+        return list(data["train"].features["tags"].feature.names)
+    return label_names(data)
+
+
+def _texts(data_args: DataArguments, split: str, limit: int | None, data) -> tuple[list, list]:
+    """`_texts_and_labels` with token data's sentences as text (words joined by spaces: the export tokenizes
+    text; a BERT-class pre-tokenizer splits it back into the same words, punctuation apart)."""
+    texts, labels = _texts_and_labels(data_args, split, limit, data)
+    if texts and isinstance(texts[0], list):
+        return [" ".join(words) for words in texts], labels
+    return texts, labels
 
 
 def load_tokenizer(folder: str | Path, role: str):
@@ -122,17 +147,18 @@ def export_with_task_data(
     static = export_args.quantize == "static"
     data_args = task_data_for(model_dir, data_args)
     check_max_length(tokenizer, data_args.max_length)  # else long texts fail inside the parity checks
-    data = load_task_data(data_args)
-    check_labels(AutoConfig.from_pretrained(model_dir), label_names(data), data_args, static)
+    data = load_data(data_args)
+    check_labels(AutoConfig.from_pretrained(model_dir), data_label_names(data), data_args, static)
     calibration = None
     if static:
-        calibration, _ = _texts_and_labels(data_args, "train", export_args.calibration_samples, data)
-    parity, labels = _texts_and_labels(data_args, "validation", export_args.parity_samples, data)
-    # Unlabelled rows (label -100, e.g. with --labeled_fraction) cannot score accuracy: gate on agreement only.
-    labels = labels if all(label >= 0 for label in labels) else None
+        calibration, _ = _texts(data_args, "train", export_args.calibration_samples, data)
+    parity, labels = _texts(data_args, "validation", export_args.parity_samples, data)
+    # Unlabelled rows (label -100, e.g. with --labeled_fraction) cannot score accuracy: gate on agreement only;
+    # token classifiers are gated on per-word top-1 agreement (`onnx.parity.predicted_positions`).
+    labels = labels if all(isinstance(label, int) and label >= 0 for label in labels) else None
     vocabulary = None
     if export_args.trim_vocabulary:  # every split: the trimmed model must tokenize all of the task's texts
-        vocabulary = [text for split in data.values() for text in split[data_args.text_column]]
+        vocabulary = [text for split in data for text in _texts(data_args, split, None, data)[0]]
     texts = ExportTexts(parity, labels, calibration, vocabulary, data_args.max_length)
     return export_model(export_args, texts, overwrite=overwrite)
 
@@ -192,10 +218,14 @@ def benchmark_models(models: BenchmarkModels, data_args: DataArguments, args: Be
     student = stages[1]
     own = [(models.teacher, tokenizer), (models.student, student.tokenizer or tokenizer)]
     args = clamped_sequence_length(args, own)
-    data = load_task_data(data_args)
+    data = load_data(data_args)
     texts, labels = _texts_and_labels(data_args, "test", data=data)
     try:
-        names = label_names(data, data_args.label_column)
+        names = (
+            data_label_names(data)
+            if "tags" in data["train"].column_names
+            else label_names(data, data_args.label_column)
+        )
     except ValueError:  # no class names: stages are matched to each other by name, to the labels by index
         names = None
     return run_benchmark(stages, texts, labels, tokenizer, args, names)

@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import DataCollatorWithPadding
 
-from ..benchmark.metrics import compute_classification_metrics
 from ..data import DataArguments
 from ..distill.arguments import DistillationTrainingArguments
 from ..distill.trainer import DistillationTrainer
 from .arguments import DistillArguments
 from .stages import build_student, load_teacher_and_data
-from .steps import write_json
+from .steps import task_collator_and_metrics, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +53,8 @@ class SearchArguments:
     search_metric: str = field(
         default="accuracy",
         metadata={
-            "help": "Validation metric to maximise (a key of compute_classification_metrics: accuracy, f1)."
+            "help": "Validation metric to maximise: accuracy or f1 (macro-F1; for token classification entity "
+            "F1, with accuracy the word accuracy)."
         },
     )
     search_seed: int = field(default=0, metadata={"help": "Seed of Optuna's TPE sampler."})
@@ -138,6 +137,8 @@ def search(
     def model_init():
         return build_student(distill_args, teacher, attn_implementation, args.feature_teacher, names)
 
+    # Token data: per-token padding, entity F1 (search_metric f1) and word accuracy.
+    collator, metrics = task_collator_and_metrics(tokenized["train"], tokenizer)
     trainer = DistillationTrainer(
         model_init=model_init,
         teacher_model=teacher,
@@ -145,8 +146,8 @@ def search(
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_classification_metrics,
+        data_collator=collator,
+        compute_metrics=metrics,
     )
     metric = f"eval_{search_args.search_metric}"
 

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 from transformers import (
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     Trainer,
@@ -14,14 +13,14 @@ from transformers import (
     set_seed,
 )
 
-from ..data import DataArguments, labeled_subset
+from ..data import TOKEN_TASK, DataArguments, labeled_subset, token_label_names
 from ..distill.arguments import DistillationTrainingArguments, run_settings
 from ..distill.student import create_random_student, create_student, relabel_student
 from ..distill.teachers import as_teacher_list, feature_teacher_of, label_names_of, label_permutation
 from ..runs.artifacts import DISTILL_RESULTS_FILE, FINETUNE_RESULTS_FILE
 from ..runs.checkpoints import ResumePlan, RunSettingsCallback, plan_resume
 from ..runs.lock import output_dir_lock
-from ..runs.model_files import load_model_folder
+from ..runs.model_files import auto_model_class, folder_task, load_model_folder, model_task
 from ..teacher_cache.fingerprint import tokenizer_fingerprint
 from .any_teacher import distill_from_soft_labels, student_data
 from .arguments import DistillArguments, FinetuneArguments, resolve_model_path
@@ -74,9 +73,13 @@ def _finetune(model_args, data_args, args, plan: ResumePlan, settings: dict) -> 
     )
     _, tokenized, names = prepare_data(data_args, tokenizer)
     # A plain fine-tune learns from labels alone: rows hidden by labeled_fraction would be all-ignored batches.
-    tokenized["train"] = labeled_subset(tokenized["train"])
+    if token_label_names(tokenized["train"]) is None:
+        tokenized["train"] = labeled_subset(tokenized["train"])
+        task = None
+    else:
+        task = TOKEN_TASK
     model = load_model_folder(
-        AutoModelForSequenceClassification,
+        auto_model_class(task),
         path,
         "base model",
         num_labels=len(names),
@@ -124,7 +127,7 @@ def load_teacher_and_data(
     for folder in distill_args.teachers:
         teachers.append(
             load_model_folder(
-                AutoModelForSequenceClassification,
+                auto_model_class(folder_task(folder)),
                 folder,
                 "teacher",
                 trust_remote_code=distill_args.trust_remote_code,
@@ -142,7 +145,13 @@ def load_teacher_and_data(
                 "must read the same token ids (fine-tune them all from the same base model)."
             )
     _, tokenized, names = prepare_data(data_args, tokenizer, with_transfer=True)
+    token_data = token_label_names(tokenized["train"]) is not None
     for folder, teacher in zip(distill_args.teachers, teachers, strict=True):
+        if (folder_task(folder) == TOKEN_TASK) != token_data:
+            raise ValueError(
+                f"The teacher {folder} is a {folder_task(folder) or 'sequence classifier'} but the data "
+                f"{data_args.dataset} is {'token' if token_data else 'sequence'}-level; distil on the teacher's task."
+            )
         if teacher.config.num_labels != len(names):
             raise ValueError(
                 f"The teacher {folder} has {teacher.config.num_labels} labels but the data has {len(names)} "
@@ -167,7 +176,8 @@ def build_student(
     teacher = feature_teacher_of(as_teacher_list(teacher), feature_teacher)
     names = names or label_names_of(teacher.config)
     if distill_args.student:
-        return load_student(distill_args, dict(enumerate(names)), attn_implementation)
+        task = model_task(teacher.config.architectures or [])
+        return load_student(distill_args, dict(enumerate(names)), attn_implementation, task)
     student = _student_from_teacher(distill_args, teacher, attn_implementation)
     relabel_student(student, names, label_permutation(teacher.config, names))
     return student
@@ -222,7 +232,7 @@ def _distill(distill_args, data_args, args, plan: ResumePlan, settings: dict) ->
 
     # teacher_test_* is the feature teacher; the others of an ensemble are teacher<i>_test_*.
     scores = {}
-    for index, other in enumerate(trainer.teachers):
+    for index, other in enumerate(trainer.teachers if distill_args.evaluate_teacher else []):
         prefix = "teacher_test" if other is trainer.teacher_model else f"teacher{index}_test"
         scores |= evaluate_on(other, in_labels_of(other, tokenized["test"], names), tokenizer, args, prefix)
     results = {

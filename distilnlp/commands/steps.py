@@ -9,27 +9,32 @@ from dataclasses import asdict
 from pathlib import Path
 
 from transformers import (
-    AutoModelForSequenceClassification,
+    DataCollatorForTokenClassification,
     DataCollatorWithPadding,
     PreTrainedModel,
     Trainer,
     TrainingArguments,
 )
 
-from ..benchmark.metrics import compute_classification_metrics
+from ..benchmark.metrics import compute_classification_metrics, token_metrics
 from ..data import (
+    TOKEN_TASK,
     DataArguments,
     add_transfer_rows,
+    detect_task,
     label_names,
     load_task_data,
+    load_token_data,
     load_transfer_texts,
+    token_label_names,
     tokenize_task_data,
+    tokenize_token_data,
     tokenize_transfer,
 )
 from ..distill.trainer import DistillationTrainer
 from ..runs.artifacts import DISTILL_RESULTS_FILE
 from ..runs.checkpoints import ResumePlan
-from ..runs.model_files import load_model_folder
+from ..runs.model_files import auto_model_class, load_model_folder
 from .arguments import DistillArguments, resolve_model_path
 
 TEXT_SPLITS = ("train", "validation")  # the splits that keep their text with `keep_text`
@@ -41,6 +46,15 @@ def prepare_data(
     """(raw splits, tokenized splits, label names); with `with_transfer`, the tokenized train split also
     holds the rows of `data_args.transfer_dataset` (label -100) after the labelled ones; with `keep_text`,
     the train and validation splits keep each row's text (transfer rows' too) in `data_args.text_column`."""
+    if detect_task(data_args) == TOKEN_TASK:
+        if keep_text:
+            raise ValueError(
+                "A teacher and student with different tokenizers cannot distil a token task yet (word pooling is "
+                "not built): use a student of the teacher's tokenizer (or none: built from the teacher)."
+            )
+        raw = load_token_data(data_args)
+        names = list(raw["train"].features["tags"].feature.names)
+        return raw, tokenize_token_data(raw, tokenizer, data_args), names
     raw = load_task_data(data_args)
     names = label_names(raw)
     if len(names) < 2:  # num_labels=1 would silently make a regression head with accuracy 1.0
@@ -69,14 +83,25 @@ def prepare_data(
 
 
 def task_trainer_kwargs(tokenized, tokenizer) -> dict:
-    """What every training stage gives its Trainer: train/validation splits, padding, metrics."""
+    """What every training stage gives its Trainer: train/validation splits, padding, metrics (entity F1 for
+    token-classification data)."""
+    collator, metrics = task_collator_and_metrics(tokenized["train"], tokenizer)
     return dict(
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"],
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_classification_metrics,
+        data_collator=collator,
+        compute_metrics=metrics,
     )
+
+
+def task_collator_and_metrics(dataset, tokenizer) -> tuple:
+    """(padding collator, compute_metrics) for a tokenized split: per token (labels padded with -100, entity
+    scores) when it holds token-classification labels, else per example."""
+    names = token_label_names(dataset)
+    if names is None:
+        return DataCollatorWithPadding(tokenizer), compute_classification_metrics
+    return DataCollatorForTokenClassification(tokenizer), token_metrics(names)
 
 
 def evaluate_on(model: PreTrainedModel, dataset, tokenizer, args: TrainingArguments, prefix: str) -> dict:
@@ -89,12 +114,8 @@ def evaluate_on(model: PreTrainedModel, dataset, tokenizer, args: TrainingArgume
         disable_tqdm=args.disable_tqdm,
         dataloader_pin_memory=args.dataloader_pin_memory,  # off on CPU (StageTrainingArguments): no warning
     )
-    trainer = Trainer(
-        model=model,
-        args=eval_args,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_classification_metrics,
-    )
+    collator, metrics = task_collator_and_metrics(dataset, tokenizer)
+    trainer = Trainer(model=model, args=eval_args, data_collator=collator, compute_metrics=metrics)
     return trainer.evaluate(dataset, metric_key_prefix=prefix)
 
 
@@ -106,6 +127,11 @@ RECORDED_DATA_FIELDS = (
     "validation_size",
     "test_size",
     "split_seed",
+    "task",
+    "tokens_column",
+    "tags_column",
+    "conll_tag_column",
+    "tag_scheme",
 )
 
 
@@ -118,10 +144,12 @@ def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
-def load_student(distill_args: DistillArguments, id2label: dict, attn_implementation: str | None):
+def load_student(
+    distill_args: DistillArguments, id2label: dict, attn_implementation: str | None, task: str | None = None
+):
     """The pretrained student of `distill_args.student`, with a head for the task's labels (new if needed)."""
     return load_model_folder(
-        AutoModelForSequenceClassification,
+        auto_model_class(task),
         resolve_model_path(distill_args.student),
         "student",
         num_labels=len(id2label),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..benchmark.frontier import choose_model, markdown_table, pareto_front, plot_frontier
 from ..benchmark.stages import BenchmarkArguments, run_benchmark, torch_stage
-from ..data import DataArguments
+from ..data import TOKEN_TASK, DataArguments, detect_task
 from ..distill.arguments import DistillationTrainingArguments
 from ..distill.stage_arguments import StageTrainingArguments, list_items
 from ..onnx import ExportArguments, ParityError
@@ -249,6 +249,11 @@ def sweep(
     """Run the sweep of the parsed `SWEEP_TYPES` (`parse_config(SWEEP_TYPES, argv)`); returns the sweep.json."""
     from .deploy import _texts_and_labels, checked_onnx_stage, load_tokenizer
 
+    if detect_task(data_args) == TOKEN_TASK:  # it chooses by accuracy, which is not the measure of a tagger
+        raise ValueError(
+            "sweep does not handle token classification yet; run distill / export / benchmark per student depth "
+            "(benchmark reports entity F1)."
+        )
     config = (distill_args, data_args, args, sweep_args)
     out = Path(args.output_dir)
     depths = distill_args.student_layers

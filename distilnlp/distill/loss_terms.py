@@ -70,10 +70,22 @@ class DistillationLossTermsMixin:
         settings: LossSettings,
         *,
         cached=False,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The soft-target loss over the accumulation window: per example, per soft target (cached rows), or
+        for token logits (B, L, C) per word position (`labels` (B, L) != -100) or per real token (`mask`)."""
         problem_type = self.accelerator.unwrap_model(self.model).config.problem_type
-        if student_logits.dim() == 3:  # token classification: one distribution per real token
+        if student_logits.dim() == 3:  # token classification: one distribution per token
             problem_type, normalizer = "single_label_classification", "tokens"
+            if self.args.token_soft_positions == "words":
+                if labels is None:
+                    raise ValueError(
+                        "token_soft_positions='words' needs the labels (-100 off the words) in every batch; "
+                        "use token_soft_positions='tokens' for unlabelled token data."
+                    )
+                # The positions that carry a word (its first subword, or every subword with
+                # label_all_subwords): [CLS]/[SEP] and later subwords are not the task's predictions.
+                mask, normalizer = labels.ne(-100), "labels"
         elif cached:  # rows a soft-label file did not cover hold NaN: they get the hard loss only
             mask, normalizer = torch.isfinite(teacher_logits).all(-1), "soft_targets"
             teacher_logits = teacher_logits.nan_to_num(0.0)

@@ -15,6 +15,20 @@ from .teachers import teacher_weight_tensor
 TAGS = ("distilnlp", "distillation", "knowledge-distillation")
 # (name on the card, key in the results: `{role}_test_{key}`)
 SCORES = (("accuracy", "accuracy"), ("macro-F1", "f1"))
+# A token classifier's scores: seqeval's entity-level precision / recall / F1 and the accuracy over words.
+TOKEN_SCORES = (
+    ("token accuracy", "accuracy"),
+    ("entity precision", "precision"),
+    ("entity recall", "recall"),
+    ("entity F1", "f1"),
+)
+
+
+def _scores(results: dict) -> tuple[str, tuple]:
+    """(the task, its score names and keys) of a results dict: token classification when it has recall."""
+    if any(key.endswith("_test_recall") for key in results):
+        return "token-classification", TOKEN_SCORES
+    return "text-classification", SCORES
 
 
 # ------------------------------------------------------------------------------------------------- the card
@@ -24,13 +38,14 @@ def build_model_card(results: dict, model_name: str, tags=(), **card_data) -> Mo
     """The student's card. `results` is `distillation_summary(...)`, with the test scores
     (`student_test_accuracy`, ...) and the data record (`data`) of distill_results.json when known;
     `card_data` (license, language, ...) goes into the metadata."""
+    task, scores = _scores(results)
     data = ModelCardData(
         model_name=model_name,
         base_model=_hub_id(results["teacher"]),
         library_name="transformers",
-        pipeline_tag="text-classification",
+        pipeline_tag=task,
         tags=[*TAGS, *(tag for tag in tags if tag not in TAGS)],
-        metrics=[key for _, key in SCORES if f"student_test_{key}" in results] or None,
+        metrics=[key for _, key in scores if f"student_test_{key}" in results] or None,
         eval_results=_eval_results(results, model_name) or None,
         **card_data,
     )
@@ -67,18 +82,23 @@ def _eval_results(results: dict, model_name: str) -> list[EvalResult]:
     if not dataset:
         return []
     dataset_id = _hub_id(str(dataset)) or os.path.basename(str(dataset).rstrip("/"))
+    task, scores = _scores(results)
     return [
         EvalResult(
-            task_type="text-classification",
+            task_type=task,
             dataset_type=dataset_id,
             dataset_name=dataset_id,
             dataset_split="test",
             metric_type=key,
             metric_name=name,
             metric_value=results[f"student_test_{key}"],
-            **({"metric_args": {"average": "macro"}} if key == "f1" else {}),
+            **(
+                {"metric_args": {"average": "macro"}}
+                if key == "f1" and task != "token-classification"
+                else {}
+            ),
         )
-        for name, key in SCORES
+        for name, key in scores
         if f"student_test_{key}" in results
     ]
 
@@ -157,7 +177,7 @@ def _results_section(results: dict) -> list[str]:
     scores = [
         (f"{role} {name} (test)", f"{results[f'{role}_test_{key}']:.4f}")
         for role in ("teacher", "student")
-        for name, key in SCORES
+        for name, key in _scores(results)[1]
         if f"{role}_test_{key}" in results
     ]
     return ["", "## Results", "", *_table(("metric", "value"), scores)] if scores else []

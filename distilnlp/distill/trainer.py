@@ -159,7 +159,13 @@ class DistillationTrainer(TrainerSetupMixin, DistillationLossTermsMixin, Distill
             # Soft targets read from a cache may hold NaN rows (a soft-label file that did not cover them).
             cached = cached_logits is not None and (teacher_out is None or self._num_teachers > 1)
             components["soft"] = self._soft_loss(
-                student_out.logits, teacher_logits, mask, counts, settings, cached=cached
+                student_out.logits,
+                teacher_logits,
+                mask,
+                counts,
+                settings,
+                cached=cached,
+                labels=inputs.get("labels"),
             )
         labels = inputs.get("labels")
         if labels is not None and student_out.get("loss") is not None:

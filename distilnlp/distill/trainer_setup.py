@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 
 from ..data.teacher_inputs import check_cross_tokenizer
 from ..int8.quantization_aware import make_quantization_aware
-from ..teacher_cache import LOGITS, attach_teacher_cache, has_cached_logits
+from ..teacher_cache import LOGITS, TeacherCacheError, attach_teacher_cache, has_cached_logits
 from .arguments import DistillationTrainingArguments
 from .augment import Augmenter
 from .layers import attach_projections, check_compatible, install_projection_hook
@@ -66,6 +66,23 @@ def checked_arguments(args: DistillationTrainingArguments | None) -> Distillatio
     return args
 
 
+def _check_token_options(args, train_dataset) -> None:
+    """Options not built for token classification (labels per token) fail here rather than train wrongly."""
+    labels = (getattr(train_dataset, "features", None) or {}).get("labels")
+    if not hasattr(labels, "feature"):  # one label per example
+        return
+    if args.teacher_cache:
+        raise TeacherCacheError(
+            "teacher_cache stores one logit vector per example; per-token logits of token classification are "
+            "not cached yet: drop teacher_cache (the teacher then runs live)."
+        )
+    if args.augmentation != "none":
+        raise ValueError(
+            f"augmentation={args.augmentation!r} would move tokens away from their word labels; token "
+            "classification supports augmentation='none' only."
+        )
+
+
 class TrainerSetupMixin:
     """Set-up steps of `DistillationTrainer` (a `transformers.Trainer`), run by its constructor and, for the
     student, again for every student `model_init` creates."""
@@ -74,6 +91,7 @@ class TrainerSetupMixin:
         """(train, eval datasets) with the teacher cache's logits attached when `args.teacher_cache` is used;
         sets `teacher_cache_info` (the cache's metadata, or None)."""
         self.teacher_cache_info: dict | None = None
+        _check_token_options(args, train_dataset)
         if args.teacher_cache and not args.uses_teacher:
             logger.warning(
                 "teacher_cache is not used: alpha and every feature weight are 0 (plain fine-tuning), so no "

@@ -5,7 +5,11 @@
     # [{'label': 'business', 'score': 0.97}]                            as transformers.pipeline("text-classification")
 
 A token classifier returns, per text, its tagged tokens like `pipeline("token-classification")` without
-aggregation: `{'entity', 'score', 'index', 'word', 'start', 'end'}`, tokens tagged `O` left out.
+aggregation: `{'entity', 'score', 'index', 'word', 'start', 'end'}`, tokens tagged `O` left out; with
+`aggregation_strategy="simple"`, its entities as that pipeline groups them:
+
+    tagger(["Angela Merkel visited Paris ."], aggregation_strategy="simple")
+    # [[{'entity_group': 'PER', 'score': 0.99, 'word': 'angela merkel', 'start': 0, 'end': 13}, ...]]
 """
 
 from __future__ import annotations
@@ -76,10 +80,20 @@ class OnnxClassifier:
         return self.session.run(None, feed)[0]
 
     def __call__(
-        self, texts: str | Sequence[str], batch_size: int = 32, top_k: int | None = 1, max_length: int = 512
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        top_k: int | None = 1,
+        max_length: int = 512,
+        aggregation_strategy: str = "none",
     ) -> list:
         """Predictions for `texts`, as `transformers.pipeline` gives them: per text the top label and its score
-        (`top_k` labels as a list, or all with `top_k=None`), or the tagged tokens of a token classifier."""
+        (`top_k` labels as a list, or all with `top_k=None`), or the tagged tokens of a token classifier
+        (`aggregation_strategy="simple"`: its entities, grouped as that pipeline strategy does)."""
+        if aggregation_strategy not in ("none", "simple"):
+            raise ValueError(
+                f"aggregation_strategy must be 'none' or 'simple', got {aggregation_strategy!r}."
+            )
         if self.tokenizer is None:
             raise ValueError(
                 f"{self.path.parent} has no tokenizer; save it there: tokenizer.save_pretrained(folder)."
@@ -98,7 +112,8 @@ class OnnxClassifier:
             )
             logits = self.logits(encoded)
             if self.task == "token-classification":
-                results += [self._tokens(encoded, row, logits[row], text) for row, text in enumerate(chunk)]
+                simple = aggregation_strategy == "simple"
+                results += [self._tokens(encoded, row, logits[row], simple) for row in range(len(chunk))]
             else:
                 results += [self._labels(row, top_k) for row in logits]
         return results
@@ -115,7 +130,7 @@ class OnnxClassifier:
         ranked = [{"label": self.config.id2label[int(i)], "score": float(scores[i])} for i in order]
         return ranked[0] if top_k == 1 else ranked
 
-    def _tokens(self, encoded, row: int, logits: np.ndarray, text: str) -> list[dict]:
+    def _tokens(self, encoded, row: int, logits: np.ndarray, simple: bool = False) -> list[dict]:
         scores = self._scores(logits)
         special = self.tokenizer.get_special_tokens_mask(
             encoded["input_ids"][row].tolist(), already_has_special_tokens=True
@@ -123,7 +138,7 @@ class OnnxClassifier:
         tagged = []
         for index, (is_special, real) in enumerate(zip(special, encoded["attention_mask"][row], strict=True)):
             label = self.config.id2label[int(scores[index].argmax())]
-            if is_special or not real or label == "O":
+            if is_special or not real or (label == "O" and not simple):  # grouping needs the O tokens too
                 continue
             start, end = (int(x) for x in encoded["offset_mapping"][row][index])
             tagged.append(
@@ -136,4 +151,34 @@ class OnnxClassifier:
                     "end": end,
                 }
             )
-        return tagged
+        return self._group(tagged) if simple else tagged
+
+    def _group(self, tokens: list[dict]) -> list[dict]:
+        """Entities of tagged tokens as `pipeline(..., aggregation_strategy="simple")` groups them: adjacent
+        tokens of one type join unless a token is B-; a group's score is the mean of its tokens'; O dropped."""
+        groups: list[list[dict]] = []
+        for token in tokens:
+            prefix, kind = _split_tag(token["entity"])
+            if groups and prefix != "B" and kind == _split_tag(groups[-1][-1]["entity"])[1]:
+                groups[-1].append(token)
+            else:
+                groups.append([token])
+        entities = [
+            {
+                "entity_group": _split_tag(group[0]["entity"])[1],
+                "score": float(np.mean([t["score"] for t in group])),
+                "word": self.tokenizer.convert_tokens_to_string([t["word"] for t in group]),
+                "start": group[0]["start"],
+                "end": group[-1]["end"],
+            }
+            for group in groups
+        ]
+        return [entity for entity in entities if entity["entity_group"] != "O"]
+
+
+def _split_tag(label: str) -> tuple[str, str]:
+    """('B' or 'I', entity type) of an IOB label; a label without a prefix (O) is ('I', label), as the
+    transformers pipeline reads it."""
+    if label.startswith(("B-", "I-")):
+        return label[0], label[2:]
+    return "I", label

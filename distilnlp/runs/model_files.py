@@ -15,7 +15,15 @@ from safetensors import SafetensorError, safe_open
 
 from .artifacts import TOKENIZER_FILES, has_tokenizer
 
-__all__ = ["DamagedWeightsError", "load_model_folder", "model_task", "open_weights", "saved_tokenizer"]
+__all__ = [
+    "DamagedWeightsError",
+    "auto_model_class",
+    "folder_task",
+    "load_model_folder",
+    "model_task",
+    "open_weights",
+    "saved_tokenizer",
+]
 
 
 class DamagedWeightsError(ValueError):
@@ -92,3 +100,26 @@ def model_task(architectures: list[str]) -> str | None:
         if arch.endswith("ForTokenClassification"):
             return "token-classification"
     return None
+
+
+def auto_model_class(task: str | None):
+    """The transformers auto class of a task ('token-classification': AutoModelForTokenClassification; else
+    AutoModelForSequenceClassification)."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    return (
+        AutoModelForTokenClassification
+        if task == "token-classification"
+        else AutoModelForSequenceClassification
+    )
+
+
+def folder_task(folder: str | os.PathLike) -> str | None:
+    """`model_task` of a saved model folder's config.json (None when unreadable or another head)."""
+    import json
+
+    try:
+        architectures = json.loads((Path(folder) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    return model_task(architectures)
