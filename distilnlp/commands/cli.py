@@ -106,7 +106,15 @@ def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
 # torch.save's zip writer failing its write check (`[enforce fail at inline_container.cc:672] . unexpected pos
 # 576 vs 534`, or `PytorchStreamWriter failed writing file ...`; torch gives no errno).
 DISK_FULL_TEXTS = ("No space left on device", "os error 28", "PytorchStreamWriter failed writing")
-TRAINING_COMMANDS = ("demo", "finetune", "distill", "distill-general", "distill-embeddings", "search", "sweep")
+TRAINING_COMMANDS = (
+    "demo",
+    "finetune",
+    "distill",
+    "distill-general",
+    "distill-embeddings",
+    "search",
+    "sweep",
+)
 
 
 def _chain(error: BaseException | None):

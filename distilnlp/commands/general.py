@@ -14,13 +14,12 @@ from transformers import AutoModel, AutoTokenizer, DataCollatorWithPadding, set_
 from ..data.corpus import BUNDLED_CORPORA, corpus_dataset
 from ..distill.general import GeneralDistillationArguments, GeneralDistillationTrainer
 from ..distill.stage_arguments import list_items
-from ..distill.student import create_random_student, create_student
 from ..runs.artifacts import GENERAL_RESULTS_FILE
 from ..runs.checkpoints import RunSettingsCallback, plan_resume
 from ..runs.lock import output_dir_lock
 from ..runs.model_files import load_model_folder
 from .arguments import resolve_model_path
-from .steps import write_json
+from .steps import student_from_teacher, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -51,18 +50,30 @@ class GeneralArguments:
     )
     student_hidden_size: int | None = field(
         default=None,
-        metadata={"help": "A narrower student (own random initialisation), e.g. 256; unset: copied teacher layers."},
+        metadata={
+            "help": "A narrower student (own random initialisation), e.g. 256; unset: copied teacher layers."
+        },
     )
-    student_num_attention_heads: int | None = field(default=None, metadata={"help": "With student_hidden_size."})
-    student_intermediate_size: int | None = field(default=None, metadata={"help": "With student_hidden_size."})
+    student_num_attention_heads: int | None = field(
+        default=None, metadata={"help": "With student_hidden_size."}
+    )
+    student_intermediate_size: int | None = field(
+        default=None, metadata={"help": "With student_hidden_size."}
+    )
     max_length: int = field(default=128, metadata={"help": "Tokens per training window."})
     min_tokens: int = field(default=16, metadata={"help": "Drop a document's last window if shorter."})
     max_windows: int | None = field(
         default=None,
-        metadata={"help": "Use the first N windows of the corpus (per epoch); sets max_steps when it is unset."},
+        metadata={
+            "help": "Use the first N windows of the corpus (per epoch); sets max_steps when it is unset."
+        },
     )
-    shuffle_buffer: int = field(default=1000, metadata={"help": "Windows shuffled together (1: corpus order)."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow the teacher's custom model code."})
+    shuffle_buffer: int = field(
+        default=1000, metadata={"help": "Windows shuffled together (1: corpus order)."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow the teacher's custom model code."}
+    )
 
     def __post_init__(self) -> None:
         self.corpus = list_items(self.corpus)
@@ -83,16 +94,7 @@ def build_general_student(general_args: GeneralArguments, teacher):
     """The student encoder: a pretrained folder, a narrower random one, or copied teacher layers."""
     if general_args.student:
         return load_model_folder(AutoModel, resolve_model_path(general_args.student), "student")
-    depth = general_args.student_layers or max(1, teacher.config.num_hidden_layers // 2)
-    if general_args.student_hidden_size or general_args.student_num_attention_heads:
-        return create_random_student(
-            teacher,
-            num_layers=depth,
-            hidden_size=general_args.student_hidden_size,
-            num_attention_heads=general_args.student_num_attention_heads,
-            intermediate_size=general_args.student_intermediate_size,
-        )
-    return create_student(teacher, depth)
+    return student_from_teacher(general_args, teacher)
 
 
 def _training_length(general_args: GeneralArguments, args: GeneralDistillationArguments) -> None:

@@ -15,7 +15,7 @@ from transformers import (
 
 from ..data import TOKEN_TASK, DataArguments, labeled_subset, token_label_names
 from ..distill.arguments import DistillationTrainingArguments, run_settings
-from ..distill.student import create_random_student, create_student, relabel_student
+from ..distill.student import relabel_student
 from ..distill.teachers import as_teacher_list, feature_teacher_of, label_names_of, label_permutation
 from ..runs.artifacts import DISTILL_RESULTS_FILE, FINETUNE_RESULTS_FILE
 from ..runs.checkpoints import ResumePlan, RunSettingsCallback, plan_resume
@@ -30,6 +30,7 @@ from .steps import (
     load_student,
     prepare_data,
     save_student,
+    student_from_teacher,
     task_trainer_kwargs,
     train_student,
     write_json,
@@ -178,29 +179,9 @@ def build_student(
     if distill_args.student:
         task = model_task(teacher.config.architectures or [])
         return load_student(distill_args, dict(enumerate(names)), attn_implementation, task)
-    student = _student_from_teacher(distill_args, teacher, attn_implementation)
+    student = student_from_teacher(distill_args, teacher, attn_implementation, distill_args.layer_selection)
     relabel_student(student, names, label_permutation(teacher.config, names))
     return student
-
-
-def _student_from_teacher(distill_args: DistillArguments, teacher, attn_implementation: str | None):
-    depth = distill_args.student_layers or max(1, teacher.config.num_hidden_layers // 2)
-    if distill_args.student_hidden_size or distill_args.student_num_attention_heads:
-        return create_random_student(
-            teacher,
-            num_layers=depth,
-            hidden_size=distill_args.student_hidden_size,
-            num_attention_heads=distill_args.student_num_attention_heads,
-            intermediate_size=distill_args.student_intermediate_size,
-            attn_implementation=attn_implementation,
-        )
-    selection = distill_args.layer_selection
-    return create_student(
-        teacher,
-        None if isinstance(selection, list) else depth,
-        selection,
-        attn_implementation=attn_implementation,
-    )
 
 
 def distill(

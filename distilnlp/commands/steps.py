@@ -31,6 +31,7 @@ from ..data import (
     tokenize_token_data,
     tokenize_transfer,
 )
+from ..distill.student import create_random_student, create_student
 from ..distill.trainer import DistillationTrainer
 from ..runs.artifacts import DISTILL_RESULTS_FILE
 from ..runs.checkpoints import ResumePlan
@@ -181,3 +182,24 @@ def save_student(trainer: DistillationTrainer, args, results: dict) -> dict:
     if args.push_to_hub:
         trainer.push_to_hub(results=results)  # passed on to create_model_card: the same card
     return results
+
+
+def student_from_teacher(student_args, teacher, attn_implementation: str | None = None, layers="uniform"):
+    """The student a command builds from `teacher`, as `student_args` (`distill`'s or `distill-general`'s
+    arguments) describe it: `student_layers` deep (default: half the teacher's); narrower and randomly
+    initialised when `student_hidden_size` or `student_num_attention_heads` is set, else a copy of the teacher
+    layers `layers` ('uniform', 'first', 'last', or 0-based indices, which also fix the depth)."""
+    depth = student_args.student_layers or max(1, teacher.config.num_hidden_layers // 2)
+    if student_args.student_hidden_size or student_args.student_num_attention_heads:
+        return create_random_student(
+            teacher,
+            num_layers=depth,
+            hidden_size=student_args.student_hidden_size,
+            num_attention_heads=student_args.student_num_attention_heads,
+            intermediate_size=student_args.student_intermediate_size,
+            attn_implementation=attn_implementation,
+        )
+    fixed_by_layers = isinstance(layers, list)
+    return create_student(
+        teacher, None if fixed_by_layers else depth, layers, attn_implementation=attn_implementation
+    )

@@ -69,7 +69,9 @@ def check_corpus_sources(sources: list[str]) -> None:
             continue
         path = Path(source).expanduser()
         if path.is_file() and path.suffix.lower() not in CORPUS_SUFFIXES:
-            raise ValueError(f"Corpus file {source} is not a .txt file; give plain text, one line per paragraph.")
+            raise ValueError(
+                f"Corpus file {source} is not a .txt file; give plain text, one line per paragraph."
+            )
         next(corpus_documents([source]), None)  # raises for a missing path or an empty folder
 
 

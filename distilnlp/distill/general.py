@@ -59,7 +59,9 @@ class GeneralDistillationArguments(StageTrainingArguments):
     hidden_loss: str = field(default="mse", metadata={"help": "Hidden-state loss: mse or cosine."})
     hidden_layers: list[str] = field(
         default_factory=lambda: ["uniform"],
-        metadata={"help": "Hidden-state layer pairs: 'uniform', 'last' or student:teacher pairs (0 = embeddings)."},
+        metadata={
+            "help": "Hidden-state layer pairs: 'uniform', 'last' or student:teacher pairs (0 = embeddings)."
+        },
     )
 
     def __post_init__(self):
@@ -114,7 +116,13 @@ class GeneralDistillationTrainer(Trainer):
     teacher read alike (one tokenizer). The teacher is frozen, in evaluation mode, placed as the student.
     """
 
-    def __init__(self, model: PreTrainedModel, teacher_model: PreTrainedModel, args: GeneralDistillationArguments, **kwargs):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        teacher_model: PreTrainedModel,
+        args: GeneralDistillationArguments,
+        **kwargs,
+    ):
         super().__init__(model=model, args=args, **kwargs)
         if teacher_model.config.vocab_size != model.config.vocab_size:
             raise ValueError(
