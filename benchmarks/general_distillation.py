@@ -97,18 +97,24 @@ def general_student(work: Path, cli) -> tuple[Path, dict]:
 
 def student_factory(init: str, teacher, general_dir: Path, names: list[str]):
     """A callable that builds the 2-layer student of `init` (see SETUPS), or None for the default copy."""
-    labels = {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+    labels = {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {n: i for i, n in enumerate(names)},
+    }
     if init == "copy":
         return None
     if init == "general":
         return lambda: AutoModelForSequenceClassification.from_pretrained(general_dir, **labels)
     if init == "pretrained_copy":
+
         def build():
             base = create_student(AutoModel.from_pretrained(resolve_model_path("minilm")), 2)
             base.config.update(labels)
             model = AutoModelForSequenceClassification.from_config(base.config)
             model.base_model.load_state_dict(base.state_dict())
             return model
+
         return build
     raise ValueError(init)
 
@@ -138,7 +144,9 @@ def prepare_task(task: dq.Task, setups, cli, work: Path) -> dict:
     }  # fmt: skip
 
 
-def run_one(prepared: dict, setup: dq.Setup, init: str, seed: int, general_dir: Path, work: Path, cli) -> dict:
+def run_one(
+    prepared: dict, setup: dq.Setup, init: str, seed: int, general_dir: Path, work: Path, cli
+) -> dict:
     """One (task, setup, seed) run, from its JSON when it already finished."""
     task = prepared["task"]
     path = work / "runs" / task.name / f"{setup.name}-{seed}.json"
@@ -148,7 +156,15 @@ def run_one(prepared: dict, setup: dq.Setup, init: str, seed: int, general_dir: 
     train = prepared["train_sets"][setup.transfer]
     run_work = work / "students" / task.name
     result = dq.run_setup(
-        setup, seed, [prepared["teacher"]], prepared["tokenizer"], train, prepared["test"], run_work, cli, factory
+        setup,
+        seed,
+        [prepared["teacher"]],
+        prepared["tokenizer"],
+        train,
+        prepared["test"],
+        run_work,
+        cli,
+        factory,
     )
     result |= {"seed": seed, "train_rows": len(train)}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +267,9 @@ def markdown(report: dict) -> str:
         ]
         for setup, row in task["setups"].items():
             if not row["runs"]:
-                lines.append(f"| {setup} | {row['init']} | {row['learning_rate']:g} | {row['train_rows']} | not run | | | | |")
+                lines.append(
+                    f"| {setup} | {row['init']} | {row['learning_rate']:g} | {row['train_rows']} | not run | | | | |"
+                )
                 continue
             lines.append(
                 f"| {setup} | {row['init']} | {row['learning_rate']:g} | {row['train_rows']} | {row['seeds']} | "
@@ -280,12 +298,19 @@ def write(report: dict, out: Path | None) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--setups", nargs="+", default=[s.name for s, _ in SETUPS], choices=list(ALL_SETUPS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--transfer_tasks", nargs="+", default=None, choices=list(TASKS),
-                        help="run the transfer setups on these tasks only (default: every task)")
+    parser.add_argument(
+        "--transfer_tasks",
+        nargs="+",
+        default=None,
+        choices=list(TASKS),
+        help="run the transfer setups on these tasks only (default: every task)",
+    )
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--teacher_epochs", type=float, default=2.0)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
@@ -297,8 +322,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work_dir", default="runs/general_distillation")
     parser.add_argument("--output", default=None)
-    parser.add_argument("--general_note", default="", help="a remark on the general stage's run, for the report")
-    parser.add_argument("--report_only", action="store_true", help="write the report of the finished runs, run none")
+    parser.add_argument(
+        "--general_note", default="", help="a remark on the general stage's run, for the report"
+    )
+    parser.add_argument(
+        "--report_only", action="store_true", help="write the report of the finished runs, run none"
+    )
     parser.add_argument("--not_measured", default="", help="a sentence for the report: what was scaled down")
     cli = parser.parse_args()
     torch.set_num_threads(cli.threads)

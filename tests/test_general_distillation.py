@@ -8,6 +8,7 @@ import tracemalloc
 
 import pytest
 import torch
+from tiny import bert_config, save_tiny_model, tiny_tokenizer, write_topic_csv
 from transformers import AutoModelForSequenceClassification, BertModel
 
 from distilnlp.commands.cli import main
@@ -16,7 +17,6 @@ from distilnlp.distill.general import GeneralDistillationArguments, GeneralDisti
 from distilnlp.distill.losses.hidden import hidden_mse_loss
 from distilnlp.distill.losses.relation import relation_kl_loss
 from distilnlp.distill.student import create_random_student, create_student
-from tiny import bert_config, save_tiny_model, tiny_tokenizer, write_topic_csv
 
 
 def general_args(tmp_path, **overrides) -> GeneralDistillationArguments:
@@ -82,7 +82,9 @@ def test_a_narrower_student_learns_relations_without_projections_and_hidden_loss
     assert trainer.relations.pairs == ((2, 4),) and trainer.relations.heads == 2
     assert trainer.compute_loss(narrow, padded_batch()).item() > 0
     with pytest.raises(ValueError, match="needs equal widths"):
-        GeneralDistillationTrainer(model=narrow, teacher_model=teacher, args=general_args(tmp_path, hidden_weight=1.0))
+        GeneralDistillationTrainer(
+            model=narrow, teacher_model=teacher, args=general_args(tmp_path, hidden_weight=1.0)
+        )
 
 
 def test_corpus_windows_pack_lines_of_a_document_into_max_length_windows(tmp_path):
@@ -95,7 +97,9 @@ def test_corpus_windows_pack_lines_of_a_document_into_max_length_windows(tmp_pat
     # 3 text tokens per window between [CLS] and [SEP]; each file is its own document; tails >= 2 tokens kept.
     assert texts == ["[CLS] w1 w2 w3 [SEP]", "[CLS] w4 w5 w6 [SEP]", "[CLS] w8 w9 [SEP]"]
     assert all(w["attention_mask"] == [1] * len(w["input_ids"]) for w in windows)
-    assert len(list(corpus_windows([str(tmp_path)], tokenizer, max_length=5, min_tokens=2, max_windows=2))) == 2
+    assert (
+        len(list(corpus_windows([str(tmp_path)], tokenizer, max_length=5, min_tokens=2, max_windows=2))) == 2
+    )
     with pytest.raises(FileNotFoundError, match="neither a .txt file"):
         corpus_dataset([str(tmp_path / "missing.txt")], tokenizer)
 
@@ -121,7 +125,9 @@ def test_the_corpus_streams_a_file_larger_than_the_memory_budget(tmp_path):
     assert peak < budget, f"reading 20 windows allocated {peak} bytes"
 
 
-def test_distill_general_cli_writes_a_student_that_distill_starts_from_and_a_rerun_returns_it(tmp_path, capsys):
+def test_distill_general_cli_writes_a_student_that_distill_starts_from_and_a_rerun_returns_it(
+    tmp_path, capsys
+):
     teacher = save_tiny_model(tmp_path / "teacher", num_labels=3, layers=4)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(" ".join(f"w{(i * 7 + j) % 110}" for j in range(30)) for i in range(40)))
@@ -174,7 +180,9 @@ def test_an_mpnet_teacher_teaches_its_layer_copies_through_the_relation_hooks(tm
     student = create_student(teacher, 2)
     inputs = padded_batch()
     with torch.no_grad():  # layer copies of the teacher's relative-position bias and layers 2 and 4
-        assert torch.equal(student.encoder.relative_attention_bias.weight, teacher.encoder.relative_attention_bias.weight)
+        assert torch.equal(
+            student.encoder.relative_attention_bias.weight, teacher.encoder.relative_attention_bias.weight
+        )
     trainer = GeneralDistillationTrainer(model=student, teacher_model=teacher, args=general_args(tmp_path))
     assert trainer.relations.pairs == ((2, 4),)
     student.train()

@@ -7,12 +7,11 @@ import importlib.util
 from itertools import islice
 
 import pytest
+from tiny import save_tiny_model
 
 from distilnlp.commands.cli import main
-from distilnlp.data import DataArguments, load_task_data, load_transfer_texts
-from distilnlp.data import wheel_tasks
+from distilnlp.data import DataArguments, load_task_data, load_transfer_texts, wheel_tasks
 from distilnlp.data.wheel_tasks import NEWS_ARTICLES, TREC_QUESTION_TYPE, TWEET_SENTIMENT, iter_news_articles
-from tiny import save_tiny_model
 
 
 def _installed(package: str) -> bool:
@@ -55,7 +54,10 @@ def test_trec_questions_keep_their_coarse_class():
     names = splits["train"].features["label"].names
     by_text = dict(zip(splits["train"]["text"], splits["train"]["label"], strict=True))
     # Lines of the file: `DESC:manner How did serfdom develop in and then leave Russia ?` etc.
-    known = {"How did serfdom develop in and then leave Russia ?": "DESC", "What is the full form of .com ?": "ABBR"}
+    known = {
+        "How did serfdom develop in and then leave Russia ?": "DESC",
+        "What is the full form of .com ?": "ABBR",
+    }
     found = {text: names[by_text[text]] for text in known if text in by_text}
     assert all(found[text] == known[text] for text in found)
 
