@@ -11,6 +11,7 @@ Nothing is held in memory beyond the current line and window: `corpus_dataset` i
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,7 +98,16 @@ def corpus_windows(
     body = max_length - len(prefix) - len(suffix)
     if body < 1:
         raise ValueError(f"max_length={max_length} leaves no room for text beside the special tokens.")
-    emitted = 0
+    # islice stops reading the corpus at the limit: the generator below is lazy.
+    return itertools.islice(
+        _windows(sources, tokenizer, prefix, suffix, with_types, body, min_tokens), max_windows
+    )
+
+
+def _windows(
+    sources, tokenizer, prefix, suffix, with_types, body, min_tokens
+) -> Iterator[dict[str, list[int]]]:
+    """`corpus_windows` without the limit: each document's lines packed into windows of `body` text tokens."""
 
     def window(ids: list[int]) -> dict[str, list[int]]:
         full = prefix + ids + suffix
@@ -112,14 +122,8 @@ def corpus_windows(
             while len(buffer) >= body:
                 yield window(buffer[:body])
                 buffer = buffer[body:]
-                emitted += 1
-                if max_windows is not None and emitted >= max_windows:
-                    return
         if len(buffer) >= min_tokens:
             yield window(buffer)
-            emitted += 1
-            if max_windows is not None and emitted >= max_windows:
-                return
 
 
 def corpus_dataset(
