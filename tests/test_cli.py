@@ -75,6 +75,12 @@ def test_list_options_take_commas_or_spaces_and_become_typed_lists(tmp_path, fla
         assert getattr(from_recipe[2], name) == getattr(args, name), name
 
 
+@pytest.mark.parametrize("teacher", ["t1,,t2", ["t1", ""], "t1,"])
+def test_an_empty_teacher_folder_name_is_an_error(teacher):
+    with pytest.raises(ValueError, match="an empty folder name between commas"):
+        DistillArguments(teacher=teacher)
+
+
 def test_flags_override_the_recipe(tmp_path):
     recipe = write_recipe(
         tmp_path / "r.yaml",

